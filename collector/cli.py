@@ -1,0 +1,187 @@
+"""The ``brokerwatch`` command line: run, replay, decode, config check (DESIGN §3).
+
+Exit codes: 0 success, 2 bad usage / bad config / unreadable input (one-line reason on stderr), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad usage, bad config or unreadable input: exit 2 with the message on stderr."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 too; keep its one-line reason
+        self.print_usage(sys.stderr)
+        print(f"brokerwatch: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand and its help text."""
+    p = _Parser(
+        prog="brokerwatch",
+        description="Detect command-and-control traffic hidden in pub/sub protocols (MQTT, AMQP, XMPP, STOMP, NATS) "
+        "from NetFlow v5/v9, IPFIX, sFlow and firewall syslog; MITRE ATT&CK T1071.005, detection strategy DET0002.",
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr (repeatable)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser(
+        "run",
+        help="run the collector service",
+        description="Listen for NetFlow v5/v9 and IPFIX (UDP 2055 and 4739), sFlow (UDP 6343) and syslog (UDP 5514 "
+        "by default), score (source, broker) pairs every analysis cadence and print alerts as JSON lines on stdout "
+        "and to the alerts file. Ctrl-C or SIGTERM flushes and exits 0.",
+    )
+    run.add_argument("--config", metavar="FILE", help="YAML config (defaults are used for every key it omits)")
+    run.add_argument("--alerts", metavar="FILE", default="alerts.jsonl",
+                     help="JSONL file alerts are appended to (default: alerts.jsonl; '-' for stdout only)")
+    run.add_argument("--listen", metavar="HOST", default="0.0.0.0",
+                     help="address to bind the listeners to (default: 0.0.0.0)")
+    run.add_argument("--netflow-port", type=int, default=2055, metavar="PORT", help="NetFlow/IPFIX UDP port (2055)")
+    run.add_argument("--ipfix-port", type=int, default=4739, metavar="PORT", help="IPFIX UDP port (4739)")
+    run.add_argument("--sflow-port", type=int, default=6343, metavar="PORT", help="sFlow UDP port (6343)")
+    run.add_argument("--syslog-port", type=int, default=5514, metavar="PORT", help="syslog UDP port (5514)")
+    run.add_argument("--cadence", type=float, metavar="SECONDS",
+                     help="seconds between analysis passes (default: from TimeWindow.cadence)")
+    run.add_argument("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers (host:port,...) for the topics")
+
+    replay = sub.add_parser(
+        "replay",
+        help="run the detections offline over captures and logs",
+        description="Decode captures of exported datagrams (pcap/pcapng, NetFlow/IPFIX/sFlow/syslog recognised by "
+        "content), raw export payloads and syslog text files in the order given, with time taken from the data, "
+        "and write alerts as JSON lines. Progress goes to stderr on long inputs.",
+    )
+    replay.add_argument("inputs", nargs="+", metavar="INPUT", help="capture or log files, processed in order")
+    replay.add_argument("--config", metavar="FILE", help="YAML config")
+    replay.add_argument("--alerts", metavar="FILE", help="write alerts to FILE instead of stdout")
+    replay.add_argument("--kafka", metavar="BOOTSTRAP", help="also publish alerts to Kafka")
+
+    decode = sub.add_parser(
+        "decode",
+        help="print every normalised record as JSON lines",
+        description="Decode the inputs in the order given with one decoder state (templates in one file apply to "
+        "data in the next) and print one JSON object per record on stdout, nothing else.",
+    )
+    decode.add_argument("inputs", nargs="+", metavar="INPUT", help="capture or log files, processed in order")
+    decode.add_argument("--count", action="store_true",
+                        help='print only {"records": {dataset: N}, "rejected": {reason: N}}')
+
+    config = sub.add_parser("config", help="config file tools", description="Config file tools.")
+    csub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION", parser_class=_Parser)
+    check = csub.add_parser("check", help="validate a config file",
+                            description="Validate a config file; exit 0, or 2 with every problem (key, file, line).")
+    check.add_argument("file", metavar="FILE")
+    return p
+
+
+def _progress_printer():
+    state = {"last": 0.0}
+    tty = sys.stderr.isatty()
+
+    def show(path: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - state["last"] < 1.0 or total < 8 << 20:
+            return
+        state["last"] = now
+        end = "\r" if tty else "\n"
+        print(f"{os.path.basename(path)}: {100 * done // max(total, 1)}% ({done >> 20}/{total >> 20} MiB)",
+              file=sys.stderr, end=end, flush=True)
+
+    return show
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    """``brokerwatch decode``."""
+    from analytics.schema import dataset_name
+    from collector.ecs import dumps, flow_records
+    from collector.inputs import InputError, OfflineSource
+
+    src = OfflineSource(progress=_progress_printer())
+    counts: dict[str, int] = {}
+    out = sys.stdout
+    try:
+        for batch in src.batches(args.inputs):
+            if args.count:
+                ids, n = _value_counts(batch.columns["dataset"])
+                for i, k in zip(ids, n):
+                    counts[dataset_name(int(i))] = counts.get(dataset_name(int(i)), 0) + int(k)
+            else:
+                out.write("".join(dumps(r) + "\n" for r in flow_records(batch)))
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    if args.count:
+        out.write(json.dumps({"records": counts, "rejected": src.decoders.rejected()}) + "\n")
+    return EXIT_OK
+
+
+def _value_counts(col):
+    import numpy as np
+
+    return np.unique(col, return_counts=True)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """``brokerwatch config check FILE``."""
+    from collector.config import ConfigError, load_config
+
+    try:
+        load_config(args.file)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{args.file}: ok")
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``brokerwatch replay``."""
+    from collector.replay import replay
+
+    return replay(args, _progress_printer())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``brokerwatch run``."""
+    from collector.service import serve
+
+    return serve(args)
+
+
+COMMANDS = {"decode": cmd_decode, "replay": cmd_replay, "run": cmd_run}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = cmd_config_check if args.command == "config" else COMMANDS[args.command]
+    try:
+        return handler(args)
+    except UsageError as exc:
+        print(f"brokerwatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a one-line reason, exit 1
+        logging.getLogger("brokerwatch").debug("internal error", exc_info=True)
+        print(f"brokerwatch: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""JSON at the edge: FlowBatch rows as nested Elastic Common Schema objects (DESIGN §3 record fields)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from typing import Iterator
+
+from analytics.schema import (
+    ACTIONS,
+    APP_PROTOCOLS,
+    FLAG_NO_COUNTERS,
+    FLAG_NO_INTERFACES,
+    FLAG_NO_PORTS,
+    FlowBatch,
+    dataset_name,
+    words_to_ip,
+)
+
+
+def rfc3339(ns: int) -> str:
+    """RFC 3339 UTC text of a time in ns since the epoch, with microseconds where they are not zero."""
+    ns = int(ns)
+    secs, rem = divmod(ns, 1_000_000_000)
+    t = _dt.datetime.fromtimestamp(secs, _dt.timezone.utc)
+    base = t.strftime("%Y-%m-%dT%H:%M:%S")
+    if rem:
+        return f"{base}.{rem // 1000:06d}Z"
+    return base + "Z"
+
+
+def flow_records(batch: FlowBatch, interface_names: dict | None = None) -> Iterator[dict]:
+    """One ECS dict per row of the batch, in row order."""
+    c = {name: col.tolist() for name, col in batch.columns.items()}
+    names = interface_names or {}
+    for i in range(len(batch)):
+        flags = c["flags"][i]
+        exporter = words_to_ip(c["exporter_hi"][i], c["exporter_lo"][i])
+        rec: dict = {
+            "event": {"dataset": dataset_name(c["dataset"][i]), "start": rfc3339(c["start_ns"][i]),
+                      "end": rfc3339(c["end_ns"][i])},
+            "source": {"ip": words_to_ip(c["src_hi"][i], c["src_lo"][i])},
+            "destination": {"ip": words_to_ip(c["dst_hi"][i], c["dst_lo"][i])},
+            "network": {"iana_number": c["proto"][i]},
+            "observer": {"ip": exporter},
+        }
+        if not flags & FLAG_NO_PORTS:
+            rec["source"]["port"] = c["src_port"][i]
+            rec["destination"]["port"] = c["dst_port"][i]
+        if not flags & FLAG_NO_COUNTERS:
+            rec["network"]["bytes"] = c["bytes"][i]
+            rec["network"]["packets"] = c["packets"][i]
+        if c["app_proto"][i]:
+            rec["network"]["protocol"] = APP_PROTOCOLS[c["app_proto"][i]]
+        if c["proto"][i] == 6 and c["tcp_flags"][i]:
+            rec["tcp_flags"] = c["tcp_flags"][i]
+        if not flags & FLAG_NO_INTERFACES:
+            ingress = {"id": c["in_if"][i]}
+            egress = {"id": c["out_if"][i]}
+            if (exporter, c["in_if"][i]) in names:
+                ingress["name"] = names[(exporter, c["in_if"][i])]
+            if (exporter, c["out_if"][i]) in names:
+                egress["name"] = names[(exporter, c["out_if"][i])]
+            rec["observer"]["ingress"] = {"interface": ingress}
+            rec["observer"]["egress"] = {"interface": egress}
+        if c["action"][i]:
+            rec["event"]["action"] = ACTIONS[c["action"][i]]
+        if c["topic_id"][i]:
+            rec["mqtt"] = {"topic": batch.strings[c["topic_id"][i]]}
+        rec["brokerwatch"] = {"sampling_rate": c["sampling_rate"][i]}
+        yield rec
+
+
+def dumps(obj: dict) -> str:
+    """Compact JSON for one record or alert line."""
+    return json.dumps(obj, separators=(",", ":"), sort_keys=False)
