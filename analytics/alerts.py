@@ -1,0 +1,78 @@
+"""The explainable DET0002 alert (DESIGN §3) and its ECS dict form."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+from dataclasses import dataclass, field
+
+from analytics.schema import words_to_ip
+
+RULE_NAMES = {
+    "AN0002": "Non-standard Windows process beaconing to a pub/sub broker",
+    "AN0003": "Linux CLI tool or script talking to a pub/sub broker unusually",
+    "AN0004": "macOS application with no pub/sub context reaching a broker",
+    "AN0005": "Pub/sub C2 pattern seen by network devices",
+}
+
+
+def _rfc3339(ns: int) -> str:
+    secs, rem = divmod(int(ns), 1_000_000_000)
+    t = _dt.datetime.fromtimestamp(secs, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{t}.{rem // 1000:06d}Z" if rem else t + "Z"
+
+
+def severity_of(score: float) -> int:
+    """ECS event.severity (1 low .. 4 critical) from a 0-100 score."""
+    return 4 if score >= 90 else 3 if score >= 70 else 2 if score >= 50 else 1
+
+
+@dataclass
+class Alert:
+    """One alert for one (analytic, pair) in one window; ``revision`` counts later updates of it."""
+
+    rule_id: str
+    timestamp_ns: int
+    src: tuple[int, int]
+    dst: tuple[int, int]
+    dst_port: int
+    protocol: str
+    score: float
+    evidence: dict
+    window_start_ns: int
+    revision: int = 0
+    process: dict | None = None
+    host: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple:
+        """(analytic, pair, window): the identity that later evidence updates instead of repeating."""
+        return (self.rule_id, self.src, self.dst, self.dst_port, self.window_start_ns)
+
+    @property
+    def id(self) -> str:
+        """A stable id for the alert across its revisions."""
+        text = "|".join(str(x) for x in self.key)
+        return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+    def to_dict(self) -> dict:
+        """The alert as a nested ECS object, ready for JSON."""
+        out = {
+            "@timestamp": _rfc3339(self.timestamp_ns),
+            "event": {"kind": "alert", "id": self.id, "severity": severity_of(self.score)},
+            "rule": {"id": self.rule_id, "ruleset": "DET0002", "name": RULE_NAMES[self.rule_id]},
+            "threat": {"technique": {"id": ["T1071.005"]}, "framework": "MITRE ATT&CK"},
+            "source": {"ip": words_to_ip(*self.src)},
+            "destination": {"ip": words_to_ip(*self.dst), "port": self.dst_port},
+            "network": {"protocol": self.protocol},
+            "brokerwatch": {"score": round(float(self.score), 1), "revision": self.revision,
+                            "window": {"start": _rfc3339(self.window_start_ns)}, "evidence": self.evidence},
+        }
+        if self.process:
+            out["process"] = self.process
+        if self.host:
+            out["host"] = self.host
+        for k, v in self.extra.items():
+            out.setdefault(k, v)
+        return out

@@ -1,0 +1,52 @@
+"""The receive-side pipeline: datagrams decoded into a reusable builder, cut into batches by size and time."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from analytics.schema import FlowBatch, FlowBatchBuilder, ip_to_words
+from collector.decoders import FlowDecoders
+from collector.metrics import Counters
+
+
+class FlowPipeline:
+    """Decodes datagrams from any exporter into FlowBatches handed to ``emit`` (the bus)."""
+
+    def __init__(self, emit: Callable[[FlowBatch], object], counters: Counters | None = None,
+                 batch_rows: int = 32768):
+        self.counters = counters if counters is not None else Counters()
+        self.decoders = FlowDecoders(self.counters)
+        self._emit = emit
+        self._batch_rows = batch_rows
+        self._builder = FlowBatchBuilder(batch_rows + 4096)
+        self._exporters: dict[str, tuple[int, int]] = {}
+        self.datagrams = 0
+
+    def exporter_words(self, host: str) -> tuple[int, int]:
+        """The (hi, lo) words of an exporter address, cached per address text."""
+        words = self._exporters.get(host)
+        if words is None:
+            if len(self._exporters) > 65536:
+                self._exporters.clear()
+            words = self._exporters[host] = ip_to_words(host.split("%", 1)[0])
+        return words
+
+    def on_datagram(self, data: bytes, host: str, hint: str | None = None) -> None:
+        """Decode one datagram from host; emits a batch when the builder is full."""
+        self.datagrams += 1
+        self.decoders.decode(data, self.exporter_words(host), time.time_ns(), self._builder, hint)
+        if len(self._builder) >= self._batch_rows:
+            self.flush()
+
+    def on_rows(self, batch: FlowBatch) -> None:
+        """Pass on a batch another parser (syslog) already built."""
+        if len(batch):
+            self._emit(batch)
+
+    def flush(self) -> None:
+        """Emit whatever rows are waiting."""
+        if len(self._builder):
+            batch = self._builder.build()
+            self._builder.reset()
+            self._emit(batch)

@@ -1,0 +1,173 @@
+"""``brokerwatch run``: the collector service on an asyncio loop (uvloop where it installs).
+
+Components start in order and stop in reverse: sinks, detector, bus, pipeline, listeners. The receive path only
+decodes into a reusable builder; batches cross the bounded in-process bus to the analytics task, which scores
+pairs every cadence (time taken from the data, so replayed exports behave like live ones). SIGINT/SIGTERM close
+the listeners, drain the bus, run a final evaluation, flush the sinks and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import sys
+
+from analytics.detections import Detector
+from collector.bus import InProcessBus
+from collector.config import ConfigError, load_config
+from collector.metrics import Counters
+from collector.pipeline import FlowPipeline
+from collector.sinks import FanOut, JsonLinesSink
+
+log = logging.getLogger("brokerwatch.service")
+
+#: Kernel receive buffer asked for on each UDP socket: bursts from many exporters must not overflow it.
+RCVBUF = 32 << 20
+
+
+class _FlowProtocol(asyncio.DatagramProtocol):
+    def __init__(self, pipeline: FlowPipeline, hint: str | None = None):
+        self._pipeline = pipeline
+        self._hint = hint
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self._pipeline.on_datagram(data, addr[0], self._hint)
+
+    def error_received(self, exc: Exception) -> None:
+        self._pipeline.counters.inc("brokerwatch_listener_errors_total", (type(exc).__name__,))
+
+
+def _udp_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    except OSError:
+        pass
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+class Service:
+    """The running collector: listeners → pipeline → bus → detector → sinks."""
+
+    def __init__(self, args: argparse.Namespace, config):
+        self.args = args
+        self.config = config
+        self.counters = Counters()
+        self.sinks = FanOut([JsonLinesSink(sys.stdout)] + ([JsonLinesSink.open(args.alerts)]
+                                                            if args.alerts and args.alerts != "-" else []))
+        self.detector = Detector(config)
+        self.bus: InProcessBus | None = None
+        self.pipeline: FlowPipeline | None = None
+        self._transports: list = []
+        self._closers: list = []
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        """Bind every listener; raises OSError (reported as exit 2) when a port cannot be bound."""
+        loop = asyncio.get_running_loop()
+        self.bus = InProcessBus(self.counters)
+        self.pipeline = FlowPipeline(self.bus.publish, self.counters)
+        a = self.args
+        udp = [(a.netflow_port, None, "netflow"), (a.ipfix_port, None, "ipfix"), (a.sflow_port, "sflow", "sflow")]
+        seen = set()
+        for port, hint, label in udp:
+            if port in seen:
+                continue
+            seen.add(port)
+            sock = _udp_socket(a.listen, port)
+            transport, _ = await loop.create_datagram_endpoint(lambda h=hint: _FlowProtocol(self.pipeline, h),
+                                                               sock=sock)
+            self._transports.append(transport)
+            log.info("listening for %s on udp %s:%d", label, a.listen, sock.getsockname()[1])
+        await self._start_syslog(a)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
+        print(f"brokerwatch: listening on {a.listen}: netflow/ipfix udp {a.netflow_port} and {a.ipfix_port}, "
+              f"sflow udp {a.sflow_port}, syslog {a.syslog_port}", file=sys.stderr, flush=True)
+
+    async def _start_syslog(self, a: argparse.Namespace) -> None:
+        try:
+            from collector.syslog_listener import start_syslog_listeners
+        except ImportError:  # syslog support not built into this version
+            return
+        closers = await start_syslog_listeners(a.listen, a.syslog_port, a.syslog_port, self.pipeline.on_rows,
+                                               self.counters)
+        self._closers.extend(closers)
+
+    async def run(self) -> int:
+        """Serve until SIGINT/SIGTERM; then flush everything and return 0."""
+        await self.start()
+        cadence = self.args.cadence or self.config.TimeWindow.cadence_s
+        analytics = asyncio.create_task(self._analytics())
+        analytics.add_done_callback(self._fail_loudly)
+        ticker = asyncio.create_task(self._tick(cadence))
+        ticker.add_done_callback(self._fail_loudly)
+        await self._stop.wait()
+        for t in self._transports:
+            t.close()
+        for c in self._closers:
+            c.close()
+        ticker.cancel()
+        self.pipeline.flush()
+        await self.bus.close()
+        await analytics
+        for alert in self.detector.flush():
+            self.sinks.write(alert)
+        self.sinks.close()
+        return 0
+
+    def _fail_loudly(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("background task failed: %r", exc, exc_info=exc)
+            self._stop.set()
+
+    async def _tick(self, cadence: float) -> None:
+        """Flush the receive builder often, and evaluate the detector every cadence."""
+        loop = asyncio.get_running_loop()
+        next_eval = loop.time() + cadence
+        while True:
+            await asyncio.sleep(min(0.2, cadence))
+            self.pipeline.flush()
+            if loop.time() >= next_eval:
+                next_eval = loop.time() + cadence
+                for alert in self.detector.evaluate():
+                    self.sinks.write(alert)
+
+    async def _analytics(self) -> None:
+        while True:
+            batch = await self.bus.get()
+            if batch is None:
+                return
+            self.detector.ingest(batch)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Entry of ``brokerwatch run``."""
+    from collector.cli import UsageError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    async def main() -> int:
+        service = Service(args, config)
+        try:
+            return await service.run()
+        except OSError as exc:
+            raise UsageError(f"cannot listen: {exc}") from None
+
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main())
+    return uvloop.run(main())
