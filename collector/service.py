@@ -66,6 +66,7 @@ class Service:
         self.bus: InProcessBus | None = None
         self.pipeline: FlowPipeline | None = None
         self._transports: list = []
+        self._sockets: list[tuple[socket.socket, str | None]] = []
         self._closers: list = []
         self._stop = asyncio.Event()
 
@@ -82,6 +83,7 @@ class Service:
                 continue
             seen.add(port)
             sock = _udp_socket(a.listen, port)
+            self._sockets.append((sock, hint))
             transport, _ = await loop.create_datagram_endpoint(lambda h=hint: _FlowProtocol(self.pipeline, h),
                                                                sock=sock)
             self._transports.append(transport)
@@ -110,6 +112,7 @@ class Service:
         ticker = asyncio.create_task(self._tick(cadence))
         ticker.add_done_callback(self._fail_loudly)
         await self._stop.wait()
+        self._drain_sockets()
         for t in self._transports:
             t.close()
         for c in self._closers:
@@ -121,7 +124,26 @@ class Service:
         for alert in self.detector.flush():
             self.sinks.write(alert)
         self.sinks.close()
+        print(self.summary(), file=sys.stderr, flush=True)
         return 0
+
+    def _drain_sockets(self) -> None:
+        """Decode what the kernel already queued on each socket, so nothing received before the stop is lost."""
+        for sock, hint in self._sockets:
+            while True:
+                try:
+                    data, addr = sock.recvfrom(65535)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    break
+                self.pipeline.on_datagram(data, addr[0], hint)
+
+    def summary(self) -> str:
+        """One line of what moved: datagrams, records by dataset, rejections by reason, alerts written."""
+        records = {k[0]: v for k, v in self.counters.series("brokerwatch_decoder_records_total").items()}
+        return (f"brokerwatch: stopped after {self.pipeline.datagrams} datagrams; records {records}; "
+                f"rejected {self.pipeline.decoders.rejected()}; alerts {self.sinks.written}")
 
     def _fail_loudly(self, task: asyncio.Task) -> None:
         if task.cancelled():
