@@ -19,8 +19,9 @@ class Counters:
         self._values: dict[str, dict[tuple, int]] = defaultdict(lambda: defaultdict(int))
 
     def inc(self, name: str, labels: tuple = (), n: int = 1) -> None:
-        """Add n to the counter name{labels}."""
-        self._values[name][labels] += n
+        """Add n to the counter name{labels} (adding 0 creates nothing: absent and zero read the same)."""
+        if n:
+            self._values[name][labels] += n
 
     def get(self, name: str, labels: tuple = ()) -> int:
         """Current value of name{labels} (0 if never incremented)."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import struct
 from typing import Callable, Protocol
 
+import numpy as np
+
 from analytics.schema import FlowBatchBuilder
 from collector.metrics import Counters, RateLimitedLog
 
@@ -125,6 +127,36 @@ class FlowDecoders:
             return 0
         self.counters.inc("brokerwatch_decoder_records_total", (decoder.name,), n)
         return n
+
+    def decode_many(self, datagrams: list[bytes], exporters: list[tuple[int, int]], recv_ns: int,
+                    builder: FlowBatchBuilder, hint: str | None = None) -> int:
+        """Decode a batch of datagrams (the receive path); decoders with ``decode_many`` take their share at once.
+
+        Datagrams of one decoder keep their relative order, so templates still precede the data that needs them.
+        """
+        groups: dict[str, list[int]] = {}
+        for i, data in enumerate(datagrams):
+            name = hint or sniff(data)
+            decoder = self._decoders.get(name) if name else None
+            if decoder is None or len(data) > MAX_DATAGRAM or not hasattr(decoder, "decode_many"):
+                continue
+            groups.setdefault(name, []).append(i)
+        batched = {i for idx in groups.values() for i in idx}
+        total = 0
+        for i, data in enumerate(datagrams):
+            if i not in batched:
+                total += self.decode(data, exporters[i], recv_ns, builder, hint)
+        for name, idx in groups.items():
+            decoder = self._decoders[name]
+            n, status = decoder.decode_many([datagrams[i] for i in idx], [exporters[i] for i in idx], builder)
+            total += n
+            self.counters.inc("brokerwatch_decoder_records_total", (name,), n)
+            if status.any():
+                for code, k in zip(*np.unique(status[status != 0], return_counts=True)):
+                    reason = decoder.REASONS[int(code)]
+                    self.counters.inc("brokerwatch_decoder_errors_total", (name, reason), int(k))
+                    self._log.warning(f"{name}:{reason}", "rejected %d %s datagrams: %s", int(k), name, reason)
+        return total
 
     def rejected(self) -> dict[str, int]:
         """Rejections summed by reason (``decoder.reason`` keys) for ``decode --count``."""

@@ -185,3 +185,25 @@ def test_decoder_alone_matches_numpy_view_of_records():
     assert b.packets.tolist() == [i + 1 for i in range(30)]
     assert b.src_port.tolist() == [1000 + i for i in range(30)]
     assert np.all(b.columns["dataset"] == b.columns["dataset"][0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["good1", "good30", "trunc", "count", "short", "garbage"]), max_size=40))
+def test_batch_path_equals_one_by_one(kinds):
+    samples = {
+        "good1": v5_datagram([REC], seq=1),
+        "good30": v5_datagram([dict(REC, sport=i) for i in range(30)], seq=7, sampling=10),
+        "trunc": v5_datagram([REC, REC])[:-5],
+        "count": v5_datagram([REC], count=40),
+        "short": b"\x00\x05\x00",
+        "garbage": b"\x00\x05" + bytes(range(60)),
+    }
+    data = [samples[k] for k in kinds]
+    exporters = [ip_to_words(f"127.0.0.{1 + i % 3}") for i in range(len(data))]
+    one, many = FlowDecoders(), FlowDecoders()
+    b1, b2 = FlowBatchBuilder(8), FlowBatchBuilder(8)
+    n1 = sum(one.decode(d, e, 0, b1) for d, e in zip(data, exporters))
+    n2 = many.decode_many(data, exporters, 0, b2)
+    assert n1 == n2 == len(b1) == len(b2)
+    assert b1.build().to_rows().tobytes() == b2.build().to_rows().tobytes()
+    assert one.counters.snapshot() == many.counters.snapshot()
