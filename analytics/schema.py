@@ -193,15 +193,19 @@ class FlowBatchBuilder:
         """Rows the buffer holds before it grows."""
         return len(self._buf)
 
-    def reserve(self, k: int) -> np.ndarray:
-        """A zeroed view of the next k rows, which the caller fills; they count as appended."""
+    def reserve(self, k: int, zero: bool = True) -> np.ndarray:
+        """A view of the next k rows, which the caller fills; they count as appended.
+
+        Rows are zeroed unless ``zero=False`` (for a kernel that writes every field of every row it keeps).
+        """
         need = self._n + k
         if need > len(self._buf):
             grown = np.zeros(max(need, 2 * len(self._buf)), FLOW_DTYPE)
             grown[: self._n] = self._buf[: self._n]
             self._buf = grown
         rows = self._buf[self._n : need]
-        rows[...] = 0
+        if zero:
+            rows[...] = 0
         self._n = need
         return rows
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import numpy as np
+
 from analytics.schema import FlowBatch, FlowBatchBuilder, ip_to_words
 from collector.decoders import FlowDecoders
 from collector.metrics import Counters
@@ -56,6 +58,20 @@ class FlowPipeline:
                                   self._pending_hint)
         self._pending = []
         self._pending_from = []
+        if len(self._builder) >= self._batch_rows:
+            self._emit_builder()
+
+    def decode_block(self, buf: np.ndarray, offs: list[int], lens: list[int], hosts: list[str],
+                     hint: str | None = None) -> None:
+        """Decode datagrams a listener received into one buffer (offsets, lengths, sender addresses)."""
+        self._decode_pending()  # keep arrival order with anything queued by on_datagram
+        self.datagrams += len(offs)
+        words = self._exporters
+        ex = [words.get(h) or self.exporter_words(h) for h in hosts]
+        exa = np.array(ex, np.uint64).reshape(len(ex), 2)
+        self.decoders.decode_buffer(buf, np.array(offs, np.int64), np.array(lens, np.int64),
+                                    np.ascontiguousarray(exa[:, 0]), np.ascontiguousarray(exa[:, 1]),
+                                    time.time_ns(), self._builder, hint)
         if len(self._builder) >= self._batch_rows:
             self._emit_builder()
 

@@ -12,46 +12,17 @@ import argparse
 import asyncio
 import logging
 import signal
-import socket
 import sys
 
 from analytics.detections import Detector
 from collector.bus import InProcessBus
 from collector.config import ConfigError, load_config
 from collector.metrics import Counters
+from collector.listeners import UdpReceiver, udp_socket
 from collector.pipeline import FlowPipeline
 from collector.sinks import FanOut, JsonLinesSink
 
 log = logging.getLogger("brokerwatch.service")
-
-#: Kernel receive buffer asked for on each UDP socket: bursts from many exporters must not overflow it.
-RCVBUF = 32 << 20
-
-
-class _FlowProtocol(asyncio.DatagramProtocol):
-    def __init__(self, pipeline: FlowPipeline, hint: str | None = None):
-        self._pipeline = pipeline
-        self._hint = hint
-
-    def datagram_received(self, data: bytes, addr) -> None:
-        self._pipeline.on_datagram(data, addr[0], self._hint)
-
-    def error_received(self, exc: Exception) -> None:
-        self._pipeline.counters.inc("brokerwatch_listener_errors_total", (type(exc).__name__,))
-
-
-def _udp_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-    except OSError:
-        pass
-    sock.bind((host, port))
-    sock.setblocking(False)
-    return sock
-
 
 class Service:
     """The running collector: listeners → pipeline → bus → detector → sinks."""
@@ -65,8 +36,7 @@ class Service:
         self.detector = Detector(config)
         self.bus: InProcessBus | None = None
         self.pipeline: FlowPipeline | None = None
-        self._transports: list = []
-        self._sockets: list[tuple[socket.socket, str | None]] = []
+        self._receivers: list[UdpReceiver] = []
         self._closers: list = []
         self._stop = asyncio.Event()
 
@@ -82,11 +52,10 @@ class Service:
             if port in seen:
                 continue
             seen.add(port)
-            sock = _udp_socket(a.listen, port)
-            self._sockets.append((sock, hint))
-            transport, _ = await loop.create_datagram_endpoint(lambda h=hint: _FlowProtocol(self.pipeline, h),
-                                                               sock=sock)
-            self._transports.append(transport)
+            sock = udp_socket(a.listen, port)
+            receiver = UdpReceiver(sock, self.pipeline, hint)
+            receiver.attach(loop)
+            self._receivers.append(receiver)
             log.info("listening for %s on udp %s:%d", label, a.listen, sock.getsockname()[1])
         await self._start_syslog(a)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -112,9 +81,9 @@ class Service:
         ticker = asyncio.create_task(self._tick(cadence))
         ticker.add_done_callback(self._fail_loudly)
         await self._stop.wait()
-        self._drain_sockets()
-        for t in self._transports:
-            t.close()
+        loop = asyncio.get_running_loop()
+        for r in self._receivers:  # drains what the kernel already queued: nothing received before the stop is lost
+            r.close(loop)
         for c in self._closers:
             c.close()
         ticker.cancel()
@@ -126,18 +95,6 @@ class Service:
         self.sinks.close()
         print(self.summary(), file=sys.stderr, flush=True)
         return 0
-
-    def _drain_sockets(self) -> None:
-        """Decode what the kernel already queued on each socket, so nothing received before the stop is lost."""
-        for sock, hint in self._sockets:
-            while True:
-                try:
-                    data, addr = sock.recvfrom(65535)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    break
-                self.pipeline.on_datagram(data, addr[0], hint)
 
     def summary(self) -> str:
         """One line of what moved: datagrams, records by dataset, rejections by reason, alerts written."""
@@ -159,6 +116,8 @@ class Service:
         next_eval = loop.time() + cadence
         while True:
             await asyncio.sleep(min(0.2, cadence))
+            for r in self._receivers:
+                r.flush()
             self.pipeline.flush()
             if loop.time() >= next_eval:
                 next_eval = loop.time() + cadence

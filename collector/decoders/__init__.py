@@ -60,6 +60,30 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+#: Format ids used by ``sniff_many`` (index into KINDS); 0 = not recognised.
+KINDS = (None, "netflow.v5", "netflow.v9", "ipfix", "sflow", "syslog")
+KIND_IDS = {name: i for i, name in enumerate(KINDS) if name}
+
+
+def sniff_many(buf: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """``sniff`` for many datagrams in one buffer at once: a KINDS index per datagram."""
+    kinds = np.zeros(len(offs), np.int8)
+    ok = lens >= 4
+    if not ok.any():
+        return kinds
+    o = offs[ok]
+    b0, b1, b2, b3 = buf[o], buf[o + 1], buf[o + 2], buf[o + 3]
+    head = (b0.astype(np.uint16) << 8) | b1
+    k = np.zeros(len(o), np.int8)
+    k[head == 5] = 1
+    k[head == 9] = 2
+    k[head == 10] = 3
+    k[(head == 0) & (b2 == 0) & (b3 == 5)] = 4
+    k[b0 == 0x3C] = 5
+    kinds[ok] = k
+    return kinds
+
+
 def _factories() -> dict[str, Callable[[Counters], FlowDecoder]]:
     """The explicit registry of flow decoders by name (imports deferred so a missing one fails loudly at use)."""
     from collector.decoders import netflow_v5
@@ -130,32 +154,50 @@ class FlowDecoders:
 
     def decode_many(self, datagrams: list[bytes], exporters: list[tuple[int, int]], recv_ns: int,
                     builder: FlowBatchBuilder, hint: str | None = None) -> int:
-        """Decode a batch of datagrams (the receive path); decoders with ``decode_many`` take their share at once.
+        """Decode a batch of datagrams given as bytes objects; same result as one ``decode`` call each."""
+        k = len(datagrams)
+        if not k:
+            return 0
+        lens = np.fromiter((len(d) for d in datagrams), np.int64, k)
+        offs = np.zeros(k, np.int64)
+        np.cumsum(lens[:-1], out=offs[1:])
+        ex = np.array(exporters, np.uint64).reshape(k, 2)
+        return self.decode_buffer(np.frombuffer(b"".join(datagrams), np.uint8), offs, lens,
+                                  np.ascontiguousarray(ex[:, 0]), np.ascontiguousarray(ex[:, 1]), recv_ns, builder,
+                                  hint)
 
-        Datagrams of one decoder keep their relative order, so templates still precede the data that needs them.
+    def decode_buffer(self, buf: np.ndarray, offs: np.ndarray, lens: np.ndarray, ex_hi: np.ndarray,
+                      ex_lo: np.ndarray, recv_ns: int, builder: FlowBatchBuilder, hint: str | None = None) -> int:
+        """Decode datagrams laid out in one receive buffer (the listener's hot path).
+
+        Formats are told apart with array operations; decoders that offer ``decode_buffer`` take all their datagrams
+        in one call, the others one datagram at a time. Datagrams of one decoder keep their relative order, so
+        templates still precede the data that needs them.
         """
-        groups: dict[str, list[int]] = {}
-        for i, data in enumerate(datagrams):
-            name = hint or sniff(data)
-            decoder = self._decoders.get(name) if name else None
-            if decoder is None or len(data) > MAX_DATAGRAM or not hasattr(decoder, "decode_many"):
-                continue
-            groups.setdefault(name, []).append(i)
-        batched = {i for idx in groups.values() for i in idx}
+        kinds = sniff_many(buf, offs, lens) if hint is None else np.full(len(offs), KIND_IDS.get(hint, 0), np.int8)
+        oversized = lens > MAX_DATAGRAM
         total = 0
-        for i, data in enumerate(datagrams):
-            if i not in batched:
-                total += self.decode(data, exporters[i], recv_ns, builder, hint)
-        for name, idx in groups.items():
-            decoder = self._decoders[name]
-            n, status = decoder.decode_many([datagrams[i] for i in idx], [exporters[i] for i in idx], builder)
-            total += n
-            self.counters.inc("brokerwatch_decoder_records_total", (name,), n)
-            if status.any():
-                for code, k in zip(*np.unique(status[status != 0], return_counts=True)):
-                    reason = decoder.REASONS[int(code)]
-                    self.counters.inc("brokerwatch_decoder_errors_total", (name, reason), int(k))
-                    self._log.warning(f"{name}:{reason}", "rejected %d %s datagrams: %s", int(k), name, reason)
+        for kind in np.unique(kinds):
+            name = KINDS[kind]
+            sel = np.flatnonzero((kinds == kind) & ~oversized)
+            decoder = self._decoders.get(name) if name else None
+            if decoder is not None and hasattr(decoder, "decode_buffer"):
+                n, status = decoder.decode_buffer(buf, offs[sel], lens[sel], ex_hi[sel], ex_lo[sel], builder)
+                total += n
+                self.counters.inc("brokerwatch_decoder_records_total", (name,), n)
+                if status.any():
+                    for code, count in zip(*np.unique(status[status != 0], return_counts=True)):
+                        reason = decoder.REASONS[int(code)]
+                        self.counters.inc("brokerwatch_decoder_errors_total", (name, reason), int(count))
+                        self._log.warning(f"{name}:{reason}", "rejected %d %s datagrams: %s", int(count), name,
+                                          reason)
+                continue
+            for i in sel:
+                o, n = int(offs[i]), int(lens[i])
+                total += self.decode(buf[o:o + n].tobytes(), (int(ex_hi[i]), int(ex_lo[i])), recv_ns, builder,
+                                     hint)
+        for i in np.flatnonzero(oversized):
+            self.reject("unknown", "oversized", (int(ex_hi[i]), int(ex_lo[i])))
         return total
 
     def rejected(self) -> dict[str, int]:

@@ -126,27 +126,45 @@ class NetflowV5Decoder:
         lens = np.fromiter((len(d) for d in datagrams), np.int64, k)
         offs = np.zeros(k, np.int64)
         np.cumsum(lens[:-1], out=offs[1:])
-        buf = np.frombuffer(b"".join(datagrams), np.uint8)
         ex = np.array(exporters, np.uint64).reshape(k, 2)
+        return self.decode_buffer(np.frombuffer(b"".join(datagrams), np.uint8), offs, lens,
+                                  np.ascontiguousarray(ex[:, 0]), np.ascontiguousarray(ex[:, 1]), builder)
+
+    def decode_buffer(self, buf: np.ndarray, offs: np.ndarray, lens: np.ndarray, ex_hi: np.ndarray,
+                      ex_lo: np.ndarray, builder: FlowBatchBuilder) -> tuple[int, np.ndarray]:
+        """Datagrams already laid out in one receive buffer (the listener's): same result as ``decode_many``."""
+        k = len(offs)
         status = np.zeros(k, np.int8)
         hdr = np.zeros((k, 3), np.int64)
         mark = len(builder)
-        rows = builder.reserve(MAX_COUNT * k)
-        n = _decode_batch(buf, offs, lens, ex[:, 0].copy(), ex[:, 1].copy(), rows, self._dataset, status, hdr)
+        rows = builder.reserve(MAX_COUNT * k, zero=False)  # the kernel writes every field
+        n = _decode_batch(buf, offs, lens, ex_hi, ex_lo, rows, self._dataset, status, hdr)
         builder.truncate(mark + n)
-        for d in np.flatnonzero(status == 0):
-            self._account_sequence(exporters[d], int(hdr[d, 0]), int(hdr[d, 1]), int(hdr[d, 2]))
+        ok = status == 0
+        if ok.any():
+            self._account_sequences(ex_hi[ok], ex_lo[ok], hdr[ok])
         return n, status
 
-    def _account_sequence(self, exporter: tuple[int, int], seq: int, count: int, engine: int) -> None:
-        key = (exporter, engine)
-        expected = self._next_seq.get(key)
-        self._next_seq[key] = (seq + count) & 0xFFFFFFFF
-        self.counters.inc("brokerwatch_netflow_v5_datagrams_total", (exporter,))
-        if expected is None or seq == expected:
-            return
-        gap = (seq - expected) & 0xFFFFFFFF
-        if gap < 0x80000000:
-            self.counters.inc("brokerwatch_netflow_v5_sequence_lost_total", (exporter,), gap)
-        else:  # an older datagram arriving late, or an exporter restart
-            self.counters.inc("brokerwatch_netflow_v5_sequence_reordered_total", (exporter,))
+    def _account_sequences(self, ex_hi: np.ndarray, ex_lo: np.ndarray, hdr: np.ndarray) -> None:
+        """Sequence gaps per (exporter, engine), vectorised over one batch's decoded datagrams (in arrival order)."""
+        keys = np.stack([ex_hi, ex_lo, hdr[:, 2].astype(np.uint64)], axis=1)
+        if (keys == keys[0]).all():
+            groups = [(tuple(int(x) for x in keys[0]), slice(None))]
+        else:
+            uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+            groups = [(tuple(int(x) for x in u), inverse.ravel() == i) for i, u in enumerate(uniq)]
+        for (hi, lo, engine), sel in groups:
+            seq, count = hdr[sel, 0], hdr[sel, 1]
+            exporter = (hi, lo)
+            expected = np.empty_like(seq)
+            expected[1:] = (seq[:-1] + count[:-1]) & 0xFFFFFFFF
+            expected[0] = self._next_seq.get((exporter, engine), seq[0])
+            self._next_seq[(exporter, engine)] = int((seq[-1] + count[-1]) & 0xFFFFFFFF)
+            gap = (seq - expected) & 0xFFFFFFFF
+            self.counters.inc("brokerwatch_netflow_v5_datagrams_total", (exporter,), len(seq))
+            ahead = (gap > 0) & (gap < 0x80000000)
+            if ahead.any():
+                self.counters.inc("brokerwatch_netflow_v5_sequence_lost_total", (exporter,), int(gap[ahead].sum()))
+            behind = gap >= 0x80000000  # an older datagram arriving late, or an exporter restart
+            if behind.any():
+                self.counters.inc("brokerwatch_netflow_v5_sequence_reordered_total", (exporter,), int(behind.sum()))
