@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import numpy as np
 
@@ -52,6 +53,7 @@ class UdpReceiver:
         self._offs: list[int] = []
         self._lens: list[int] = []
         self._hosts: list[str] = []
+        self._times: list[int] = []
         self.datagrams = 0
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -66,14 +68,15 @@ class UdpReceiver:
         """Read every queued datagram into the buffer, decoding a block whenever the buffer or the budget is full."""
         recv = self.sock.recvfrom_into
         view = self._view
-        offs, lens, hosts = self._offs, self._lens, self._hosts
+        offs, lens, hosts, times = self._offs, self._lens, self._hosts, self._times
         off = self._off
+        now = time.time_ns()  # one receive time per readiness event: the datagrams arrived together
         while True:
             if off >= self._capacity or len(offs) >= self._max:
                 self._off = off
                 self.flush()
                 off = 0
-                offs, lens, hosts = self._offs, self._lens, self._hosts
+                offs, lens, hosts, times = self._offs, self._lens, self._hosts, self._times
             try:
                 n, addr = recv(view[off:off + MAX_DATAGRAM])
             except (BlockingIOError, InterruptedError):
@@ -84,6 +87,7 @@ class UdpReceiver:
             offs.append(off)
             lens.append(n)
             hosts.append(addr[0])
+            times.append(now)
             off += n
         self._off = off
 
@@ -91,9 +95,9 @@ class UdpReceiver:
         """Decode the datagrams waiting in the buffer (called when it is full, and on the pipeline's tick)."""
         if self._offs:
             self.datagrams += len(self._offs)
-            self._pipeline.decode_block(self._buf, self._offs, self._lens, self._hosts, self.hint)
+            self._pipeline.decode_block(self._buf, self._offs, self._lens, self._hosts, self._times, self.hint)
         self._off = 0
-        self._offs, self._lens, self._hosts = [], [], []
+        self._offs, self._lens, self._hosts, self._times = [], [], [], []
 
     def close(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Drain what is queued, stop reading and close the socket."""

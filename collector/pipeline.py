@@ -25,6 +25,7 @@ class FlowPipeline:
         self._exporters: dict[str, tuple[int, int]] = {}
         self._pending: list[bytes] = []
         self._pending_from: list[tuple[int, int]] = []
+        self._pending_ts: list[int] = []
         self._pending_hint: str | None = None
         self.datagrams = 0
 
@@ -45,6 +46,7 @@ class FlowPipeline:
         self._pending_hint = hint
         self._pending.append(data)
         self._pending_from.append(self.exporter_words(host))
+        self._pending_ts.append(time.time_ns())
         if len(self._pending) >= self.DATAGRAMS_PER_DECODE:
             self._decode_pending()
 
@@ -54,16 +56,17 @@ class FlowPipeline:
     def _decode_pending(self) -> None:
         if not self._pending:
             return
-        self.decoders.decode_many(self._pending, self._pending_from, time.time_ns(), self._builder,
+        self.decoders.decode_many(self._pending, self._pending_from, self._pending_ts, self._builder,
                                   self._pending_hint)
         self._pending = []
         self._pending_from = []
+        self._pending_ts = []
         if len(self._builder) >= self._batch_rows:
             self._emit_builder()
 
     def decode_block(self, buf: np.ndarray, offs: list[int], lens: list[int], hosts: list[str],
-                     hint: str | None = None) -> None:
-        """Decode datagrams a listener received into one buffer (offsets, lengths, sender addresses)."""
+                     times: list[int], hint: str | None = None) -> None:
+        """Decode datagrams a listener received into one buffer (offsets, lengths, senders, receive times)."""
         self._decode_pending()  # keep arrival order with anything queued by on_datagram
         self.datagrams += len(offs)
         words = self._exporters
@@ -71,7 +74,7 @@ class FlowPipeline:
         exa = np.array(ex, np.uint64).reshape(len(ex), 2)
         self.decoders.decode_buffer(buf, np.array(offs, np.int64), np.array(lens, np.int64),
                                     np.ascontiguousarray(exa[:, 0]), np.ascontiguousarray(exa[:, 1]),
-                                    time.time_ns(), self._builder, hint)
+                                    np.array(times, np.int64), self._builder, hint)
         if len(self._builder) >= self._batch_rows:
             self._emit_builder()
 

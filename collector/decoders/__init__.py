@@ -152,9 +152,12 @@ class FlowDecoders:
         self.counters.inc("brokerwatch_decoder_records_total", (decoder.name,), n)
         return n
 
-    def decode_many(self, datagrams: list[bytes], exporters: list[tuple[int, int]], recv_ns: int,
+    def decode_many(self, datagrams: list[bytes], exporters: list[tuple[int, int]], recv_ns: int | list[int],
                     builder: FlowBatchBuilder, hint: str | None = None) -> int:
-        """Decode a batch of datagrams given as bytes objects; same result as one ``decode`` call each."""
+        """Decode a batch of datagrams given as bytes objects; same result as one ``decode`` call each.
+
+        recv_ns is one receive time for all, or one per datagram (sFlow takes its flow times from it).
+        """
         k = len(datagrams)
         if not k:
             return 0
@@ -162,12 +165,14 @@ class FlowDecoders:
         offs = np.zeros(k, np.int64)
         np.cumsum(lens[:-1], out=offs[1:])
         ex = np.array(exporters, np.uint64).reshape(k, 2)
+        times = np.broadcast_to(np.asarray(recv_ns, np.int64), (k,))
         return self.decode_buffer(np.frombuffer(b"".join(datagrams), np.uint8), offs, lens,
-                                  np.ascontiguousarray(ex[:, 0]), np.ascontiguousarray(ex[:, 1]), recv_ns, builder,
+                                  np.ascontiguousarray(ex[:, 0]), np.ascontiguousarray(ex[:, 1]), times, builder,
                                   hint)
 
     def decode_buffer(self, buf: np.ndarray, offs: np.ndarray, lens: np.ndarray, ex_hi: np.ndarray,
-                      ex_lo: np.ndarray, recv_ns: int, builder: FlowBatchBuilder, hint: str | None = None) -> int:
+                      ex_lo: np.ndarray, recv_ns: np.ndarray, builder: FlowBatchBuilder,
+                      hint: str | None = None) -> int:
         """Decode datagrams laid out in one receive buffer (the listener's hot path).
 
         Formats are told apart with array operations; decoders that offer ``decode_buffer`` take all their datagrams
@@ -194,8 +199,8 @@ class FlowDecoders:
                 continue
             for i in sel:
                 o, n = int(offs[i]), int(lens[i])
-                total += self.decode(buf[o:o + n].tobytes(), (int(ex_hi[i]), int(ex_lo[i])), recv_ns, builder,
-                                     hint)
+                total += self.decode(buf[o:o + n].tobytes(), (int(ex_hi[i]), int(ex_lo[i])), int(recv_ns[i]),
+                                     builder, hint)
         for i in np.flatnonzero(oversized):
             self.reject("unknown", "oversized", (int(ex_hi[i]), int(ex_lo[i])))
         return total
