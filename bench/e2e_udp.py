@@ -85,7 +85,7 @@ def brokerwatch_receiver(port: int, ready_fd: int) -> None:
     import uvloop
 
     from collector.pipeline import FlowPipeline
-    from collector.listeners import UdpReceiver, udp_socket
+    from collector.listeners import UdpReceiver, make_receiver, udp_socket
 
     rows = [0]
     start_cpu = [0.0]
@@ -93,7 +93,7 @@ def brokerwatch_receiver(port: int, ready_fd: int) -> None:
 
     async def main():
         loop = asyncio.get_running_loop()
-        receiver = UdpReceiver(udp_socket("127.0.0.1", port), pipeline)
+        receiver = make_receiver(udp_socket("127.0.0.1", port), pipeline)
         receiver.attach(loop)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -139,7 +139,7 @@ def run_brokerwatch(datagrams, per, rate, seconds) -> dict:
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     fig = json.loads(out.strip().splitlines()[-1])
-    fig.update(offered=sent * per, name="brokerwatch (recv_into + numba batch)")
+    fig.update(offered=sent * per, name="brokerwatch (recvmmsg + numba batch)")
     return fig
 
 

@@ -72,9 +72,17 @@ class FlowPipeline:
         words = self._exporters
         ex = [words.get(h) or self.exporter_words(h) for h in hosts]
         exa = np.array(ex, np.uint64).reshape(len(ex), 2)
-        self.decoders.decode_buffer(buf, np.array(offs, np.int64), np.array(lens, np.int64),
-                                    np.ascontiguousarray(exa[:, 0]), np.ascontiguousarray(exa[:, 1]),
-                                    np.array(times, np.int64), self._builder, hint)
+        self.decode_arrays(buf, np.array(offs, np.int64), np.array(lens, np.int64),
+                           np.ascontiguousarray(exa[:, 0]), np.ascontiguousarray(exa[:, 1]),
+                           np.array(times, np.int64), hint, counted=True)
+
+    def decode_arrays(self, buf: np.ndarray, offs: np.ndarray, lens: np.ndarray, ex_hi: np.ndarray,
+                      ex_lo: np.ndarray, times: np.ndarray, hint: str | None = None, counted: bool = False) -> None:
+        """Decode datagrams described by arrays (the recvmmsg receiver's form)."""
+        if not counted:
+            self._decode_pending()
+            self.datagrams += len(offs)
+        self.decoders.decode_buffer(buf, offs, lens, ex_hi, ex_lo, times, self._builder, hint)
         if len(self._builder) >= self._batch_rows:
             self._emit_builder()
 

@@ -18,7 +18,7 @@ from analytics.detections import Detector
 from collector.bus import InProcessBus
 from collector.config import ConfigError, load_config
 from collector.metrics import Counters
-from collector.listeners import UdpReceiver, udp_socket
+from collector.listeners import UdpReceiver, make_receiver, udp_socket
 from collector.pipeline import FlowPipeline
 from collector.sinks import FanOut, JsonLinesSink
 
@@ -53,7 +53,7 @@ class Service:
                 continue
             seen.add(port)
             sock = udp_socket(a.listen, port)
-            receiver = UdpReceiver(sock, self.pipeline, hint)
+            receiver = make_receiver(sock, self.pipeline, hint)
             receiver.attach(loop)
             self._receivers.append(receiver)
             log.info("listening for %s on udp %s:%d", label, a.listen, sock.getsockname()[1])
