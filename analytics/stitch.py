@@ -1,0 +1,206 @@
+"""Long-session stitching: flow records that an exporter cut out of one connection become one session again.
+
+Within a pair, records with the same source port (the same 5-tuple) are continuations of one TCP connection when the
+earlier one carries TCP flags without FIN or RST and the next starts after it ended (within ``max_gap_s``). Where
+the exporter sends no flags (tcp_flags == 0, or UDP), a record continues the previous one when it starts within
+``tolerance_s`` of its end, or when the earlier record lasted about the active timeout. The active timeout is
+inferred from the data: the 99th percentile of the durations of records that have such a continuation.
+
+A stitched session yields one event (its start) for the beacon kernels, plus one event per *active* slice:
+a later slice whose bytes exceed the session's leanest bytes-per-packet by ``active_min_bytes`` — a publish inside
+the session, not a keepalive. Keepalives and timeout slices therefore do not look like beacons, while periodic
+publishes inside a long session still do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import prange
+
+from analytics.pairs import PairSegments
+
+TCP_FIN = 0x01
+TCP_RST = 0x04
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class StitchParams:
+    """Scalars of the stitcher."""
+
+    tolerance_s: float = 2.0  # "next start ~ previous end"
+    max_gap_s: float = 3600.0  # idle gap inside one connection we still stitch across (flags known)
+    timeout_share: float = 0.8  # flags unknown: a record this share of the active timeout long was cut by it
+    active_min_bytes: float = 100.0  # bytes beyond the keepalive baseline that make a slice a publish
+    active_timeout_s: float = 0.0  # 0: infer from the data
+
+
+@dataclass
+class Stitched:
+    """Per-event session head (global event index), activity flag, and the inferred active timeout."""
+
+    head: np.ndarray  # int64: index of the first event of this event's session
+    active: np.ndarray  # bool: a later slice of a session that carries a publish
+    slices: np.ndarray  # int64 per event: slices in this event's session (valid at heads)
+    active_timeout_s: float
+
+    @property
+    def is_head(self) -> np.ndarray:
+        """Events that start a session."""
+        return self.head == np.arange(len(self.head))
+
+    @property
+    def beat(self) -> np.ndarray:
+        """Events the beacon kernels see: session starts and active slices."""
+        return self.is_head | self.active
+
+
+@numba.njit(cache=True)
+def _continues(prev, cur, start, end, flags, sport, tol, max_gap, ta, share):
+    if sport[cur] != sport[prev]:
+        return False
+    gap = start[cur] - end[prev]
+    if gap < -tol:
+        return False
+    if flags[prev] != 0:
+        return (flags[prev] & (TCP_FIN | TCP_RST)) == 0 and gap <= max_gap
+    if gap <= tol:
+        return True
+    return ta > 0 and (end[prev] - start[prev]) >= share * ta and gap <= max_gap
+
+
+@numba.njit(cache=True)
+def _port_order(sport, lo, hi):
+    # stable by source port: events of one 5-tuple stay in time order
+    return np.argsort(sport[lo:hi], kind="mergesort") + lo
+
+
+@numba.njit(cache=True)
+def _candidates_pair(start, end, flags, sport, lo, hi, tol, max_gap, dur_out):
+    """Durations of records followed by a flag-proven continuation (for the active-timeout estimate)."""
+    order = _port_order(sport, lo, hi)
+    for k in range(1, hi - lo):
+        prev, cur = order[k - 1], order[k]
+        if sport[cur] == sport[prev] and flags[prev] != 0 and (flags[prev] & (TCP_FIN | TCP_RST)) == 0:
+            gap = start[cur] - end[prev]
+            if -tol <= gap <= max_gap:
+                dur_out[prev] = end[prev] - start[prev]
+
+
+@numba.njit(cache=True)
+def _stitch_pair(start, end, nbytes, packets, flags, sport, lo, hi, tol, max_gap, ta, share, min_bytes, head,
+                 active, slices):
+    order = _port_order(sport, lo, hi)
+    for k in range(hi - lo):
+        cur = order[k]
+        head[cur] = cur
+        active[cur] = False
+        if k > 0:
+            prev = order[k - 1]
+            if _continues(prev, cur, start, end, flags, sport, tol, max_gap, ta, share):
+                head[cur] = head[prev]
+    # per session: leanest bytes per packet, then the slices carrying more than keepalives
+    for k in range(hi - lo):
+        cur = order[k]
+        h = head[cur]
+        if h == cur:
+            slices[cur] = 0
+        slices[h] += 1
+    for k in range(hi - lo):
+        cur = order[k]
+        h = head[cur]
+        if slices[h] < 2 or h != cur:
+            continue
+        # session starting at cur: events order[k:k+slices]
+        base = 1e300
+        for q in range(k, k + slices[h]):
+            e = order[q]
+            if packets[e] > 0:
+                base = min(base, nbytes[e] / packets[e])
+        for q in range(k + 1, k + slices[h]):
+            e = order[q]
+            if packets[e] > 0 and nbytes[e] - packets[e] * base >= min_bytes:
+                active[e] = True
+    for k in range(hi - lo):
+        cur = order[k]
+        slices[cur] = slices[head[cur]]
+
+
+@numba.njit(cache=True, parallel=True)
+def _candidates_all(offsets, start, end, flags, sport, tol, max_gap, nchunks):
+    npairs = offsets.shape[0] - 1
+    dur = np.full(offsets[npairs], -1.0)
+    bounds = np.searchsorted(offsets, np.linspace(0, offsets[npairs], nchunks + 1).astype(np.int64))
+    bounds[0] = 0
+    bounds[nchunks] = npairs
+    for c in prange(nchunks):
+        for p in range(bounds[c], bounds[c + 1]):
+            _candidates_pair(start, end, flags, sport, offsets[p], offsets[p + 1], tol, max_gap, dur)
+    return dur
+
+
+@numba.njit(cache=True, parallel=True)
+def _stitch_all(offsets, start, end, nbytes, packets, flags, sport, tol, max_gap, ta, share, min_bytes, nchunks):
+    npairs = offsets.shape[0] - 1
+    n = offsets[npairs]
+    head = np.empty(n, np.int64)
+    active = np.zeros(n, np.bool_)
+    slices = np.zeros(n, np.int64)
+    bounds = np.searchsorted(offsets, np.linspace(0, n, nchunks + 1).astype(np.int64))
+    bounds[0] = 0
+    bounds[nchunks] = npairs
+    for c in prange(nchunks):
+        for p in range(bounds[c], bounds[c + 1]):
+            _stitch_pair(start, end, nbytes, packets, flags, sport, offsets[p], offsets[p + 1], tol, max_gap, ta,
+                         share, min_bytes, head, active, slices)
+    return head, active, slices
+
+
+def infer_active_timeout(seg: PairSegments, params: StitchParams = StitchParams()) -> float:
+    """The exporter's active timeout (s) seen in the data, or 0 when fewer than 3 records show it."""
+    if len(seg) == 0:
+        return 0.0
+    e = seg.events
+    dur = _candidates_all(seg.offsets, e["start_ns"].astype(np.float64) / NS, e["end_ns"].astype(np.float64) / NS,
+                          np.ascontiguousarray(e["tcp_flags"]), np.ascontiguousarray(e["src_port"]),
+                          params.tolerance_s, params.max_gap_s, _nchunks(seg))
+    dur = dur[dur >= 0]
+    if len(dur) < 3:
+        return 0.0
+    return float(np.ceil(np.quantile(dur, 0.99)))
+
+
+def stitch(seg: PairSegments, params: StitchParams = StitchParams()) -> Stitched:
+    """Sessions of every pair's records (see the module docstring)."""
+    for k, dt in (("start_ns", np.int64), ("end_ns", np.int64), ("bytes", np.uint64), ("packets", np.uint64),
+                  ("tcp_flags", np.uint8), ("src_port", np.uint16)):
+        if seg.events[k].dtype != dt:
+            raise TypeError(f"event column {k} must be {np.dtype(dt)}")
+    ta = params.active_timeout_s or infer_active_timeout(seg, params)
+    if len(seg) == 0:
+        z = np.zeros(0, np.int64)
+        return Stitched(z, np.zeros(0, bool), z, ta)
+    e = seg.events
+    head, active, slices = _stitch_all(
+        seg.offsets, e["start_ns"].astype(np.float64) / NS, e["end_ns"].astype(np.float64) / NS,
+        e["bytes"].astype(np.float64), e["packets"].astype(np.float64), np.ascontiguousarray(e["tcp_flags"]),
+        np.ascontiguousarray(e["src_port"]), params.tolerance_s, params.max_gap_s, ta, params.timeout_share,
+        params.active_min_bytes, _nchunks(seg))
+    return Stitched(head, active, slices, ta)
+
+
+def beat_segments(seg: PairSegments, st: Stitched) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offsets, times in s, event index) of the events the beacon kernels see, per pair, in time order."""
+    keep = st.beat
+    counts = np.bincount(seg.pair_of_event()[keep], minlength=seg.n_pairs).astype(np.int64)
+    offsets = np.zeros(seg.n_pairs + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    idx = np.flatnonzero(keep)
+    return offsets, seg.events["start_ns"][idx].astype(np.float64) / NS, idx
+
+
+def _nchunks(seg: PairSegments) -> int:
+    return max(1, min(seg.n_pairs, numba.get_num_threads() * 16))
