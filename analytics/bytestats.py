@@ -1,0 +1,99 @@
+"""Per-pair byte statistics: bytes/flow and bytes/packet median, MAD, mode share, and the PayloadLengthThreshold
+split between telemetry-style short messages and exfil-style long ones (a numba kernel over pair segments)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+FIELDS = ("bpf_median", "bpf_mad", "bpf_mode_share", "bpp_median", "bpp_mad", "long_share", "long_events",
+          "long_bytes", "total_bytes", "total_packets")
+F = {name: i for i, name in enumerate(FIELDS)}
+NF = len(FIELDS)
+
+
+@numba.njit(cache=True)
+def _median_sorted(a):
+    n = a.shape[0]
+    if n == 0:
+        return 0.0
+    if n % 2:
+        return a[n // 2]
+    return 0.5 * (a[n // 2 - 1] + a[n // 2])
+
+
+@numba.njit(cache=True)
+def _pair_bytes(nbytes, packets, lo, hi, threshold, out):
+    for k in range(out.shape[0]):
+        out[k] = 0.0
+    n = hi - lo
+    if n == 0:
+        return
+    b = np.sort(nbytes[lo:hi])
+    med = _median_sorted(b)
+    out[0] = med
+    out[1] = _median_sorted(np.sort(np.abs(b - med)))
+    run = 1
+    best = 1
+    for i in range(1, n):
+        run = run + 1 if b[i] == b[i - 1] else 1
+        best = max(best, run)
+    out[2] = best / n
+    bpp = np.empty(n)
+    m = 0
+    tb = 0.0
+    tp = 0.0
+    nlong = 0
+    lbytes = 0.0
+    for i in range(lo, hi):
+        tb += nbytes[i]
+        tp += packets[i]
+        if packets[i] > 0:
+            v = nbytes[i] / packets[i]
+            bpp[m] = v
+            m += 1
+            if v > threshold:
+                nlong += 1
+                lbytes += nbytes[i]
+    s = np.sort(bpp[:m])
+    pmed = _median_sorted(s)
+    out[3] = pmed
+    out[4] = _median_sorted(np.sort(np.abs(s - pmed)))
+    out[5] = nlong / m if m else 0.0
+    out[6] = nlong
+    out[7] = lbytes
+    out[8] = tb
+    out[9] = tp
+
+
+@numba.njit(cache=True, parallel=True)
+def _bytes_all(offsets, nbytes, packets, threshold, nchunks):
+    npairs = offsets.shape[0] - 1
+    out = np.zeros((npairs, NF))
+    bounds = np.searchsorted(offsets, np.linspace(0, offsets[npairs], nchunks + 1).astype(np.int64))
+    bounds[0] = 0
+    bounds[nchunks] = npairs
+    for c in prange(nchunks):
+        for p in range(bounds[c], bounds[c + 1]):
+            _pair_bytes(nbytes, packets, offsets[p], offsets[p + 1], threshold, out[p])
+    return out
+
+
+def byte_stats(offsets: np.ndarray, nbytes: np.ndarray, packets: np.ndarray, payload_threshold: float) -> np.ndarray:
+    """(n_pairs, NF) float64 byte statistics; columns named by FIELDS. A flow is "long" when its bytes per packet
+    exceed payload_threshold (PayloadLengthThreshold)."""
+    offsets = np.ascontiguousarray(offsets)
+    if offsets.dtype != np.int64 or offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0:
+        raise TypeError("offsets must be 1-D int64 CSR offsets starting at 0")
+    nbytes = np.ascontiguousarray(nbytes, dtype=np.float64)
+    packets = np.ascontiguousarray(packets, dtype=np.float64)
+    if nbytes.shape != packets.shape or offsets[-1] != len(nbytes):
+        raise ValueError("bytes and packets must have offsets[-1] elements each")
+    if not payload_threshold > 0:
+        raise ValueError("payload_threshold must be positive")
+    npairs = len(offsets) - 1
+    if npairs == 0:
+        return np.zeros((0, NF))
+    return _bytes_all(offsets, nbytes, packets, float(payload_threshold),
+                      max(1, min(npairs, numba.get_num_threads() * 16)))
