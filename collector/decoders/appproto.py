@@ -145,6 +145,8 @@ _SHORT_PACKETS = frozenset(
 )
 #: SUBACK return codes: 3.x granted QoS / failure, and the 5.0 reason codes.
 _SUBACK_CODES = frozenset((0, 1, 2, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2))
+#: UNSUBACK reason codes (5.0).
+_UNSUBACK_CODES = frozenset((0, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91))
 
 
 def _mqtt(buf: bytes) -> str | None:
@@ -281,7 +283,9 @@ def _short_packet(buf: bytes, b0: int, body: int, end: int) -> bool:
         if n == 2:
             return True
         vi = _varint(buf, body + 2)
-        return vi is not None and vi[1] + vi[0] < end
+        if vi is None or vi[1] + vi[0] >= end:
+            return False
+        return all(c in _UNSUBACK_CODES for c in buf[vi[1] + vi[0] : end])
     if b0 == _SUBACK:
         if n < 3 or (buf[body] == 0 and buf[body + 1] == 0):
             return False
