@@ -8,7 +8,9 @@ inferred from the data: the 99th percentile of the durations of records that hav
 
 A stitched session yields one event (its start) for the beacon kernels, plus one event per *active* slice:
 a later slice whose bytes exceed the session's leanest bytes-per-packet by ``active_min_bytes`` — a publish inside
-the session, not a keepalive. Keepalives and timeout slices therefore do not look like beacons, while periodic
+the session, not a keepalive. Slices cut by the active timeout do not say when inside them the publish happened;
+when most of them carry publishes (steady publication) they yield no events, since their starts would only repeat
+the timeout's own period. Keepalives and timeout slices therefore do not look like beacons, while periodic
 publishes inside a long session still do.
 """
 
@@ -36,6 +38,7 @@ class StitchParams:
     timeout_share: float = 0.8  # flags unknown: a record this share of the active timeout long was cut by it
     active_min_bytes: float = 100.0  # bytes beyond the keepalive baseline that make a slice a publish
     active_timeout_s: float = 0.0  # 0: infer from the data
+    max_active_share: float = 0.6  # timeout-cut slices: above this share carrying publishes = steady publication
 
 
 @dataclass
@@ -91,8 +94,8 @@ def _candidates_pair(start, end, flags, sport, lo, hi, tol, max_gap, dur_out):
 
 
 @numba.njit(cache=True)
-def _stitch_pair(start, end, nbytes, packets, flags, sport, lo, hi, tol, max_gap, ta, share, min_bytes, head,
-                 active, slices):
+def _stitch_pair(start, end, nbytes, packets, flags, sport, lo, hi, tol, max_gap, ta, share, min_bytes,
+                 max_active_share, head, active, slices):
     order = _port_order(sport, lo, hi)
     for k in range(hi - lo):
         cur = order[k]
@@ -120,10 +123,23 @@ def _stitch_pair(start, end, nbytes, packets, flags, sport, lo, hi, tol, max_gap
             e = order[q]
             if packets[e] > 0:
                 base = min(base, nbytes[e] / packets[e])
+        cut = 0
+        cut_active = 0
         for q in range(k + 1, k + slices[h]):
             e = order[q]
             if packets[e] > 0 and nbytes[e] - packets[e] * base >= min_bytes:
                 active[e] = True
+            if ta > 0 and end[e] - start[e] >= share * ta:
+                cut += 1
+                if active[e]:
+                    cut_active += 1
+        # a slice cut by the active timeout does not locate its publish in time: when most such slices carry
+        # publishes the session is steady publication, and their starts would only replay the timeout's period
+        if cut > 0 and cut_active > max_active_share * cut:
+            for q in range(k + 1, k + slices[h]):
+                e = order[q]
+                if end[e] - start[e] >= share * ta:
+                    active[e] = False
     for k in range(hi - lo):
         cur = order[k]
         slices[cur] = slices[head[cur]]
@@ -143,7 +159,8 @@ def _candidates_all(offsets, start, end, flags, sport, tol, max_gap, nchunks):
 
 
 @numba.njit(cache=True, parallel=True)
-def _stitch_all(offsets, start, end, nbytes, packets, flags, sport, tol, max_gap, ta, share, min_bytes, nchunks):
+def _stitch_all(offsets, start, end, nbytes, packets, flags, sport, tol, max_gap, ta, share, min_bytes,
+                max_active_share, nchunks):
     npairs = offsets.shape[0] - 1
     n = offsets[npairs]
     head = np.empty(n, np.int64)
@@ -155,7 +172,7 @@ def _stitch_all(offsets, start, end, nbytes, packets, flags, sport, tol, max_gap
     for c in prange(nchunks):
         for p in range(bounds[c], bounds[c + 1]):
             _stitch_pair(start, end, nbytes, packets, flags, sport, offsets[p], offsets[p + 1], tol, max_gap, ta,
-                         share, min_bytes, head, active, slices)
+                         share, min_bytes, max_active_share, head, active, slices)
     return head, active, slices
 
 
@@ -188,7 +205,7 @@ def stitch(seg: PairSegments, params: StitchParams = StitchParams()) -> Stitched
         seg.offsets, e["start_ns"].astype(np.float64) / NS, e["end_ns"].astype(np.float64) / NS,
         e["bytes"].astype(np.float64), e["packets"].astype(np.float64), np.ascontiguousarray(e["tcp_flags"]),
         np.ascontiguousarray(e["src_port"]), params.tolerance_s, params.max_gap_s, ta, params.timeout_share,
-        params.active_min_bytes, _nchunks(seg))
+        params.active_min_bytes, params.max_active_share, _nchunks(seg))
     return Stitched(head, active, slices, ta)
 
 

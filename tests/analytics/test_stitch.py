@@ -145,3 +145,10 @@ def test_matches_reference(raw, ta):
 def test_infer_timeout_needs_evidence():
     seg = group_pairs(make([(T0, T0 + 60, 4, 100, 2, ACK, 1), (T0 + 60, T0 + 120, 4, 100, 2, ACK, 1)]))
     assert infer_active_timeout(seg) == 0.0
+
+
+def test_steady_publication_in_timeout_slices_is_not_a_beacon():
+    # every 30-minute slice carries telemetry: the slice starts only repeat the exporter's active timeout
+    rows = long_session(T0, 24, 1800, 60, publish_every=1)
+    seg, st_ = check(make(rows))
+    assert st_.is_head.sum() == 1 and not st_.active.any()

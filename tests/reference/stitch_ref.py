@@ -66,4 +66,8 @@ def stitch_pair(events, p: StitchParams, ta: float):
             ev = events[e]
             if ev["packets"] > 0 and ev["bytes"] - ev["packets"] * base >= p.active_min_bytes:
                 active[e] = True
+        cut = [e for e in members[1:] if ta > 0 and events[e]["end"] - events[e]["start"] >= p.timeout_share * ta]
+        if cut and sum(active[e] for e in cut) > p.max_active_share * len(cut):
+            for e in cut:
+                active[e] = False
     return head, active
