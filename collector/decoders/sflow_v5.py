@@ -46,6 +46,7 @@ from analytics.schema import (
     ACTION_ID,
     FLAG_NO_INTERFACES,
     FLAG_NO_PORTS,
+    FLOW_DTYPE,
     FlowBatchBuilder,
     bytes_to_words,
     dataset_id,
@@ -113,6 +114,10 @@ class SflowV5Decoder:
         self._agent_drops: dict[tuple, int] = {}
         #: (agent hi, agent lo, ifIndex) -> (recv_ns, *GENERIC_IF_FIELDS values), latest sample wins.
         self.interface_counters: dict[tuple[int, int, int], tuple[int, ...]] = {}
+        self._notes: list[tuple[str, tuple]] = []  # counts noted while parsing, committed with the datagram
+
+    def _note(self, name: str, labels: tuple = ()) -> None:
+        self._notes.append((name, labels))
 
     # -------------------------------------------------------------------------------------------- datagram
 
@@ -139,6 +144,7 @@ class SflowV5Decoder:
             raise DecodeError("bad_sample_count", f"{nsamples} samples in {n - pos} bytes")
         agent = bytes_to_words(agent_raw) if any(agent_raw) else (int(exporter[0]), int(exporter[1]))
 
+        self._notes = []
         rows: list[_Row] = []
         seqs: list[tuple] = []  # (kind, source id, sequence, drops or None)
         ifaces: list[tuple] = []
@@ -151,16 +157,18 @@ class SflowV5Decoder:
             if end > n:
                 raise DecodeError("truncated_sample", f"sample of {slen} bytes at {body} of {n}")
             if fmt >> 12:  # enterprise-specific sample: skipped by its length
-                self.counters.inc("brokerwatch_sflow_samples_skipped_total", ("enterprise",))
+                self._note("brokerwatch_sflow_samples_skipped_total", ("enterprise",))
             elif fmt == 1 or fmt == 3:
                 rows.append(self._flow_sample(data, body, end, fmt == 3, seqs))
             elif fmt == 2 or fmt == 4:
                 self._counter_sample(data, body, end, fmt == 4, seqs, ifaces)
             else:
-                self.counters.inc("brokerwatch_sflow_samples_skipped_total", (f"format_{fmt}",))
+                self._note("brokerwatch_sflow_samples_skipped_total", (f"format_{fmt}",))
             pos = end
 
         # the whole datagram parsed: commit state, counters and rows
+        for name, labels in self._notes:
+            self.counters.inc(name, labels)
         self._account(agent, sub_agent, dgram_seq, seqs)
         self._store_interfaces(agent, ifaces, recv_ns)
         return self._emit(rows, agent, recv_ns, builder)
@@ -195,7 +203,7 @@ class SflowV5Decoder:
         row.no_ports = True
         row.rate = rate if 0 < rate <= MAX_SAMPLING_RATE else 1
         if not 0 < rate <= MAX_SAMPLING_RATE:
-            self.counters.inc("brokerwatch_sflow_bad_sampling_rate_total", ("zero" if rate == 0 else "too_large",))
+            self._note("brokerwatch_sflow_bad_sampling_rate_total", ("zero" if rate == 0 else "too_large",))
         row.action = 0
         row.in_if = self._interface(in_fmt, in_val, "input", row)
         row.out_if = self._interface(out_fmt, out_val, "output", row)
@@ -248,7 +256,7 @@ class SflowV5Decoder:
         elif have_header and eth_length and not row.length:
             row.length = eth_length
         if row.src is None:
-            self.counters.inc("brokerwatch_sflow_samples_skipped_total", ("not_ip",))
+            self._note("brokerwatch_sflow_samples_skipped_total", ("not_ip",))
         return row
 
     def _interface(self, fmt: int, value: int, side: str, row: _Row) -> int:
@@ -257,12 +265,12 @@ class SflowV5Decoder:
         if fmt == 1:  # discarded: value is the reason code
             if side == "output":
                 row.action = _DROP
-            self.counters.inc("brokerwatch_sflow_discarded_total", (value,))
+            self._note("brokerwatch_sflow_discarded_total", (value,))
             return 0
         if fmt == 2:  # multiple output interfaces (value = how many, 0 unknown)
-            self.counters.inc("brokerwatch_sflow_multiple_interfaces_total", (side,))
+            self._note("brokerwatch_sflow_multiple_interfaces_total", (side,))
             return 0
-        self.counters.inc("brokerwatch_sflow_bad_interface_format_total", (fmt,))
+        self._note("brokerwatch_sflow_bad_interface_format_total", (fmt,))
         return 0
 
     # --------------------------------------------------------------------------------------- counter samples
@@ -333,35 +341,21 @@ class SflowV5Decoder:
             table[key] = (recv_ns, *rec)
 
     def _emit(self, rows: list[_Row], agent: tuple[int, int], recv_ns: int, builder: FlowBatchBuilder) -> int:
-        rows = [r for r in rows if r.src is not None]
-        k = len(rows)
-        if not k:
-            return 0
-        out = builder.reserve(k)
-        out["start_ns"] = recv_ns
-        out["end_ns"] = recv_ns
-        out["exporter_hi"] = agent[0]
-        out["exporter_lo"] = agent[1]
-        out["dataset"] = self._dataset
-        for i, r in enumerate(rows):
-            o = out[i]
-            o["src_hi"], o["src_lo"] = bytes_to_words(r.src)
-            o["dst_hi"], o["dst_lo"] = bytes_to_words(r.dst)
-            o["src_port"] = r.sport
-            o["dst_port"] = r.dport
-            o["proto"] = r.proto
-            o["tcp_flags"] = r.flags
-            o["packets"] = r.rate
-            o["bytes"] = r.length * r.rate
-            o["sampling_rate"] = r.rate
-            o["in_if"] = r.in_if
-            o["out_if"] = r.out_if
-            o["action"] = r.action
-            o["app_proto"] = r.app
-            if r.topic:
-                o["topic_id"] = builder.intern(r.topic)
-            o["flags"] = (FLAG_NO_PORTS if r.no_ports else 0) | (FLAG_NO_INTERFACES if r.no_if else 0)
-        return k
+        # one tuple per row in FLOW_DTYPE order, converted by numpy in one call (a datagram holds few samples)
+        out = []
+        ahi, alo, ds = agent[0], agent[1], self._dataset
+        for r in rows:
+            if r.src is None:
+                continue
+            shi, slo = bytes_to_words(r.src)
+            dhi, dlo = bytes_to_words(r.dst)
+            flags = (FLAG_NO_PORTS if r.no_ports else 0) | (FLAG_NO_INTERFACES if r.no_if else 0)
+            topic_id = builder.intern(r.topic) if r.topic else 0
+            out.append((recv_ns, recv_ns, shi, slo, dhi, dlo, ahi, alo, r.length * r.rate, r.rate, r.rate,
+                        r.in_if, r.out_if, topic_id, r.sport, r.dport, r.proto, r.flags, r.app, r.action, ds, flags))
+        if out:
+            builder.reserve(len(out))[:] = np.array(out, dtype=FLOW_DTYPE)
+        return len(out)
 
     def interface(self, agent: tuple[int, int], if_index: int) -> dict[str, int] | None:
         """The latest generic counters of one interface of an agent, by field name (``recv_ns`` included)."""

@@ -99,7 +99,8 @@ def tshark_sflow(path: str, port: int = 6343) -> tuple:
 
 
 def _tshark_flow(sample: dict, stype: int) -> dict:
-    rec = {"rate": int(sample["sflow.flow_sample.sampling_rate"]), "seq": int(sample["sflow.flow_sample.sequence_number"])}
+    rec = {"rate": int(sample["sflow.flow_sample.sampling_rate"]),
+           "seq": int(sample["sflow.flow_sample.sequence_number"])}
     if stype == 1:
         out_raw = int(sample["sflow.flow_sample.output_interface"], 16)
         rec["out_fmt"], rec["out_val"] = out_raw >> 30, out_raw & 0x3FFFFFFF
@@ -298,8 +299,11 @@ def test_sequence_accounting_matches_tshark(corpus: Path) -> None:
             else:
                 reordered[agent] += 1
         nxt[key] = seq + 1
-    got_lost = {words_to_ip(*k[0]): v for k, v in dec.counters.series("brokerwatch_sflow_sequence_lost_total").items()}
-    got_re = {words_to_ip(*k[0]): v for k, v in dec.counters.series("brokerwatch_sflow_sequence_reordered_total").items()}
+    def by_agent(name: str) -> dict:
+        return {words_to_ip(*k[0]): v for k, v in dec.counters.series(name).items()}
+
+    got_lost = by_agent("brokerwatch_sflow_sequence_lost_total")
+    got_re = by_agent("brokerwatch_sflow_sequence_reordered_total")
     assert got_lost == dict(lost)
     assert got_re == dict(reordered)
     dgrams = dec.counters.series("brokerwatch_sflow_datagrams_total")
@@ -492,13 +496,19 @@ def test_malformed_reasons(mutate, reason) -> None:
 
 
 def test_rejected_datagram_changes_no_state() -> None:
-    good = _datagram([_flow_sample([_raw_header(_eth_ipv4_tcp(b""), 60)])], seq=1)
+    """Counts noted before the fault (an enterprise sample, a discarded packet) are not committed either."""
+    enterprise = _sample((4300 << 12) | 1, b"\x00" * 8)
+    discarded = _flow_sample([_raw_header(_eth_ipv4_tcp(b""), 60)], outp=(1 << 30) | 3)
+    good = _datagram([enterprise, discarded], seq=1)
     dec = SflowV5Decoder()
     with pytest.raises(DecodeError):
         dec.decode(good[:-4], EXPORTER, RECV_NS, FlowBatchBuilder(16))
-    assert dec.counters.snapshot() == {}
-    _decode(good, dec)
+    assert dec.counters.snapshot() == {} and dec.interface_counters == {}
+    _, n, batch = _decode(good, dec)
+    assert n == 1 and batch.action[0] == ACTION_ID["drop"] and batch.out_if[0] == 0
     assert dec.counters.get("brokerwatch_sflow_datagrams_total", (ip_to_words("10.0.0.1"),)) == 1
+    assert dec.counters.get("brokerwatch_sflow_samples_skipped_total", ("enterprise",)) == 1
+    assert dec.counters.get("brokerwatch_sflow_discarded_total", (3,)) == 1
 
 
 # ---------------------------------------------------------------------------------------------- fuzzing
