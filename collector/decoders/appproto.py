@@ -16,7 +16,8 @@ So each protocol needs a structural proof, not a port:
   remaining length), so line protocols do not collide with it.
 - MQTT over WebSocket: an HTTP ``GET`` upgrade whose ``Sec-WebSocket-Protocol`` names mqtt, or whose path is
   ``/mqtt`` with ``Upgrade: websocket`` (or with the header block cut off by sampling); the ``101`` answer that
-  names mqtt.
+  names mqtt; and, mid-session, a WebSocket binary frame whose (unmasked) payload passes the MQTT checks above
+  (topic extracted too).
 - AMQP: the ``AMQP`` protocol header (0-9-1, 0-8, 1.0 and its TLS/SASL variants); 0-9-1 frames (method frames
   with a known class/method, content headers, heartbeats) checked against the ``0xCE`` frame end when it is in
   the bytes; AMQP 1.0 frames with a described performative.
@@ -56,6 +57,10 @@ def inspect(payload: bytes) -> tuple[int, str | None]:
         topic_or_ok = _mqtt(payload)
         if topic_or_ok is not None:
             return MQTT, topic_or_ok or None
+    if b0 == 0x82 or b0 == 0x02:  # a WebSocket binary frame (final or first fragment) carrying MQTT
+        topic_or_ok = _websocket_mqtt(payload)
+        if topic_or_ok is not None:
+            return MQTT_WS, topic_or_ok or None
     if b0 < 0x20:  # AMQP 0-9-1 frame types 1, 2, 3, 8; AMQP 1.0 frame size high byte
         if _amqp_frame(payload) or _amqp10_frame(payload):
             return AMQP, None
@@ -504,6 +509,52 @@ def _mqtt_websocket(buf: bytes) -> bool:
         return True
     path = parts[1].split(b"?", 1)[0]
     return path == b"/mqtt" and (upgrade or not complete)
+
+
+#: Bytes of a WebSocket frame's payload unmasked and checked (enough for an MQTT fixed header and topic).
+_WS_PEEK = 512
+
+
+def _websocket_mqtt(buf: bytes) -> str | None:
+    """Topic ("" if none) when buf is a WebSocket binary frame whose (unmasked) payload starts an MQTT packet.
+
+    MQTT over WebSocket (MQTT 5.0 section 6) sends MQTT packets in binary frames; clients mask their frames, so
+    the payload is XORed with the 4-byte key before the MQTT checks. Extensions (RSV bits) are not expected.
+    """
+    n = len(buf)
+    if n < 4 or buf[0] & 0x70:
+        return None
+    masked = buf[1] & 0x80
+    length = buf[1] & 0x7F
+    pos = 2
+    if length == 126:
+        if n < 4:
+            return None
+        length = buf[2] << 8 | buf[3]
+        pos = 4
+        if length < 126:
+            return None  # non-minimal length encoding
+    elif length == 127:
+        if n < 10 or buf[2] & 0x80:
+            return None
+        length = int.from_bytes(buf[2:10], "big")
+        pos = 10
+        if length < 65536:
+            return None
+    if length < 2:
+        return None
+    if masked:
+        if pos + 4 > n:
+            return None
+        key = buf[pos : pos + 4]
+        pos += 4
+        data = buf[pos : pos + min(length, _WS_PEEK)]
+        data = bytes(c ^ key[i & 3] for i, c in enumerate(data))
+    else:
+        data = buf[pos : pos + min(length, _WS_PEEK)]
+    if len(data) < 2 or data[0] < 0x10:
+        return None
+    return _mqtt(data)
 
 
 def _nats(buf: bytes) -> bool:

@@ -295,6 +295,26 @@ def test_mqtt_over_websocket_upgrade() -> None:
                      ) == MQTT_WS
 
 
+def _ws_frame(payload: bytes, mask: bytes | None) -> bytes:
+    n = len(payload)
+    head = bytes([0x82]) + (bytes([n | (0x80 if mask else 0)]) if n < 126 else
+                            bytes([126 | (0x80 if mask else 0)]) + n.to_bytes(2, "big"))
+    if mask is None:
+        return head + payload
+    return head + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+
+
+def test_mqtt_inside_websocket_frames() -> None:
+    """Mid-session MQTT over WebSocket: client frames are masked, server frames are not; topic comes out."""
+    publish = _fixed(0x30, _mqtt_str(b"ws/c2/tasks") + b"x" * 200)
+    assert inspect(_ws_frame(publish, b"\x9a\x1b\x77\xe0")) == (MQTT_WS, "ws/c2/tasks")
+    assert inspect(_ws_frame(publish, None)) == (MQTT_WS, "ws/c2/tasks")
+    assert inspect(_ws_frame(publish, b"\x01\x02\x03\x04")[:40]) == (MQTT_WS, "ws/c2/tasks")  # sampled
+    assert inspect(_ws_frame(b"\xc0\x00", b"\x10\x20\x30\x40")) == (MQTT_WS, None)  # PINGREQ
+    assert app_proto(_ws_frame(b"GET / HTTP/1.1\r\n\r\n", b"\x10\x20\x30\x40")) == 0  # not MQTT inside
+    assert app_proto(_ws_frame(bytes(range(40)), b"\xaa\xbb\xcc\xdd")) == 0
+
+
 @pytest.mark.parametrize(
     "payload, proto",
     [
