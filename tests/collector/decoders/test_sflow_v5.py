@@ -137,7 +137,9 @@ def _tshark_flow(sample: dict, stype: int) -> dict:
 
 
 def _tshark_counters(sample: dict) -> dict:
-    rec = {"seq": int(sample["sflow.counters_sample.sequence_number"]), "generic": []}
+    rec = {"seq": int(sample["sflow.counters_sample.sequence_number"]), "generic": [],
+           "source": (int(sample["sflow.counters_sample.source_id_type"]),
+                      int(sample["sflow.counters_sample.source_id_index"]))}
     for key, record in _items(sample):
         if isinstance(record, dict) and record.get("sflow_245.counters_record_format") == "1":
             rec["generic"].append({
@@ -284,30 +286,52 @@ def test_counter_samples_are_kept_per_interface(corpus: Path) -> None:
             assert set(GENERIC_IF_FIELDS) <= set(kept)
 
 
-def test_sequence_accounting_matches_tshark(corpus: Path) -> None:
-    """Datagram sequence gaps per (agent, sub-agent), computed independently from tshark's fields."""
-    path = corpus / "flow_pcaps" / "tcpdump_sflow_multiple_counter_30_pdus.pcap"
-    dec, _ = _decode_file(path)
+@pytest.mark.parametrize("name, sources_repeat", [
+    ("tcpdump_sflow_multiple_counter_30_pdus.pcap", False),  # each counter source is sampled once in the file
+    ("tcpdump_sflow-print-v6.pcap", True),
+])
+def test_sequence_accounting_matches_tshark(corpus: Path, name: str, sources_repeat: bool) -> None:
+    """Datagram sequence gaps per (agent, sub-agent) and counter sample gaps per (agent, sub-agent, source id),
+    computed independently from tshark's fields."""
+    path = corpus / "flow_pcaps" / name
+    # every third datagram "lost" on the way, so that there are gaps to count
+    keep = [i % 3 != 1 for i in range(len(tshark_sflow(str(path))))]
+    dec = FlowDecoders()
+    for (ts, payload), kept in zip(_sflow_payloads(path), keep):
+        if kept:
+            dec.decode(payload, EXPORTER, ts, FlowBatchBuilder(16))
     nxt: dict[tuple, int] = {}
     lost: Counter = Counter()
     reordered: Counter = Counter()
-    for agent, sub, seq, _f, _c in tshark_sflow(str(path)):
-        key = (agent, sub)
+    sample_lost: Counter = Counter()
+
+    def account(key: tuple, seq: int, agent: str, gaps: Counter, late: Counter | None) -> None:
         if key in nxt and seq != nxt[key]:
             if seq > nxt[key]:
-                lost[agent] += seq - nxt[key]
-            else:
-                reordered[agent] += 1
+                gaps[agent] += seq - nxt[key]
+            elif late is not None:
+                late[agent] += 1
         nxt[key] = seq + 1
+
+    for (agent, sub, seq, _f, counters), kept in zip(tshark_sflow(str(path)), keep):
+        if not kept:
+            continue
+        account((agent, sub), seq, agent, lost, reordered)
+        for c in counters:
+            account((agent, sub, "counter", c["source"]), c["seq"], agent, sample_lost, None)
+    got_samples = {words_to_ip(*k[0]): v
+                   for k, v in dec.counters.series("brokerwatch_sflow_counter_sample_sequence_lost_total").items()}
+    assert got_samples == dict(sample_lost)
+    assert (sum(sample_lost.values()) > 0) == sources_repeat
     def by_agent(name: str) -> dict:
         return {words_to_ip(*k[0]): v for k, v in dec.counters.series(name).items()}
 
     got_lost = by_agent("brokerwatch_sflow_sequence_lost_total")
     got_re = by_agent("brokerwatch_sflow_sequence_reordered_total")
-    assert got_lost == dict(lost)
+    assert got_lost == dict(lost) and sum(lost.values()) > 0
     assert got_re == dict(reordered)
     dgrams = dec.counters.series("brokerwatch_sflow_datagrams_total")
-    assert sum(dgrams.values()) == len(tshark_sflow(str(path)))
+    assert sum(dgrams.values()) == sum(keep)
 
 
 def test_malformed_capture_is_rejected_with_a_reason(corpus: Path) -> None:
