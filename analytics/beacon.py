@@ -84,6 +84,21 @@ def _p0(r):
 
 
 @numba.njit(cache=True)
+def _p0_lattice(a, b, res):
+    """Largest probability a geometric law on the lattice res, 2res, ... puts in [a, b] (events placed only to
+    within res: a random subset of slices has geometric gaps)."""
+    k1 = max(1.0, math.floor(a / res + 0.5))
+    k2 = max(k1, math.floor(b / res + 0.5))
+    best = 0.0
+    for i in range(1, 64):
+        q = i / 64.0
+        v = (1.0 - q) ** (k1 - 1.0) - (1.0 - q) ** k2
+        if v > best:
+            best = v
+    return best
+
+
+@numba.njit(cache=True)
 def _binom_logsf(c, m, p):
     """-log10 P(X >= c) for X ~ Binomial(m, p); 0 when c is not above the mean."""
     if c <= m * p or p <= 0.0:
@@ -178,7 +193,7 @@ def _acf_at(x, n, lag, denom):
 
 
 @numba.njit(cache=True)
-def _pair_stats(t, lo, hi, burst_min, burst_frac, min_beats, res, spec_min_beats, nmax, nperm, seed, logp_lo,
+def _pair_stats(t, lo, hi, burst_min, burst_frac, min_beats, res, lattice, dead, spec_min_beats, nmax, nperm, seed, logp_lo,
                 logp_hi, madm_cutoff, jitters, out, beats, tmp, x, xs, re, im, power, cos_t, sin_t):
     """All statistics of one pair's sorted event times t[lo:hi] into out (length NF)."""
     for k in range(out.shape[0]):
@@ -261,6 +276,8 @@ def _pair_stats(t, lo, hi, burst_min, burst_frac, min_beats, res, spec_min_beats
         cj = 0
         cb = 0.0
         for i in range(mg):
+            if gs[i] < 1.5 * dead:
+                continue  # gaps in the dead time's shadow pile up by construction
             b = max(gs[i] * r, gs[i] + res)
             if j < i:
                 j = i
@@ -271,10 +288,13 @@ def _pair_stats(t, lo, hi, burst_min, burst_frac, min_beats, res, spec_min_beats
                 ci = i
                 cj = j
                 cb = b
-        if ci < 0 or gs[ci] <= 0.0:
+        if ci < 0 or gs[ci] <= dead:
             continue
-        rr = cb / gs[ci]
-        logp = _binom_logsf(cc, mg, _p0(rr))
+        rr = (cb - dead) / (gs[ci] - dead)
+        p0 = _p0(rr)
+        if lattice > 0.0:
+            p0 = max(p0, _p0_lattice(gs[ci], cb, lattice))
+        logp = _binom_logsf(cc, mg, p0)
         span_ratio = gs[mg - 1] / gs[0] if gs[0] > 0 else gs[mg - 1] / res
         neff = 1.0 + math.log(max(span_ratio, 1.0)) / math.log(rr)
         logp -= math.log10(neff * jitters.shape[0])
@@ -400,6 +420,10 @@ def _pair_stats(t, lo, hi, burst_min, burst_frac, min_beats, res, spec_min_beats
                 lag = int(math.floor(nbins / fbest + 0.5))
                 acf = max(_acf_at(x, nbins, lag - 1, denom), _acf_at(x, nbins, lag, denom),
                           _acf_at(x, nbins, lag + 1, denom))
+                # a period shows a peak of the autocorrelation at its lag, above the half lag (clustered,
+                # bursty traffic has a decaying autocorrelation instead); and at least 4 cycles in the series
+                if acf <= _acf_at(x, nbins, lag // 2, denom) or fbest < 4:
+                    acf = -acf if acf > 0 else acf
                 if rank == 0:
                     out[F_SPEC_LOGP] = logp_s
                     out[F_SPEC_ACF] = acf
@@ -437,8 +461,8 @@ def _twiddles(nmax):
 
 
 @numba.njit(cache=True, parallel=True)
-def _score_all(offsets, t, burst_min, burst_frac, min_beats, res, spec_min_beats, nmax, nperm, seed, logp_lo,
-               logp_hi, madm_cutoff, jitters, nchunks):
+def _score_all(offsets, t, res_pair, dead_pair, burst_min, burst_frac, min_beats, res, spec_min_beats, nmax, nperm,
+               seed, logp_lo, logp_hi, madm_cutoff, jitters, nchunks):
     npairs = offsets.shape[0] - 1
     out = np.zeros((npairs, NF))
     total = offsets[npairs]
@@ -458,20 +482,22 @@ def _score_all(offsets, t, burst_min, burst_frac, min_beats, res, spec_min_beats
         im = np.empty(nmax)
         power = np.empty(nmax // 2 + 1)
         for p in range(bounds[c], bounds[c + 1]):
-            _pair_stats(t, offsets[p], offsets[p + 1], burst_min, burst_frac, min_beats, res, spec_min_beats, nmax,
-                        nperm, seed, logp_lo, logp_hi, madm_cutoff, jitters, out[p], beats, tmp, x, xs, re, im,
-                        power, cos_t, sin_t)
+            _pair_stats(t, offsets[p], offsets[p + 1], burst_min, burst_frac, min_beats, max(res, res_pair[p]),
+                        res_pair[p], dead_pair[p], spec_min_beats, nmax, nperm, seed, logp_lo, logp_hi, madm_cutoff, jitters,
+                        out[p], beats, tmp, x, xs, re, im, power, cos_t, sin_t)
     return out
 
 
 # ----------------------------------------------------------------------------------------------- public wrapper
 
 
-def score_segments(offsets: np.ndarray, t_s: np.ndarray, params: BeaconParams = BeaconParams()) -> np.ndarray:
+def score_segments(offsets: np.ndarray, t_s: np.ndarray, params: BeaconParams = BeaconParams(),
+                   resolution_s: np.ndarray | None = None, dead_s: np.ndarray | None = None) -> np.ndarray:
     """Beacon statistics for every pair: an (n_pairs, NF) float64 array, columns named by FIELDS.
 
     offsets: int64 CSR offsets (n_pairs + 1); t_s: float64 event times in seconds since the epoch, sorted within
-    each segment.
+    each segment. Optional per-pair float64 arrays from the stitcher: resolution_s (events are placed only to
+    within this, e.g. timeout slices), dead_s (events are never closer than this, e.g. idle-timeout records).
     """
     offsets = np.ascontiguousarray(offsets)
     t_s = np.ascontiguousarray(t_s)
@@ -487,8 +513,12 @@ def score_segments(offsets: np.ndarray, t_s: np.ndarray, params: BeaconParams = 
     npairs = len(offsets) - 1
     if npairs == 0:
         return np.zeros((0, NF))
+    res_pair = np.zeros(npairs) if resolution_s is None else np.ascontiguousarray(resolution_s, dtype=np.float64)
+    dead_pair = np.zeros(npairs) if dead_s is None else np.ascontiguousarray(dead_s, dtype=np.float64)
+    if res_pair.shape != (npairs,) or dead_pair.shape != (npairs,):
+        raise ValueError("resolution_s and dead_s must have one value per pair")
     nchunks = max(1, min(npairs, numba.get_num_threads() * 16))
-    return _score_all(offsets, t_s, float(params.burst_min_s), float(params.burst_frac), int(params.min_beats),
+    return _score_all(offsets, t_s, res_pair, dead_pair, float(params.burst_min_s), float(params.burst_frac), int(params.min_beats),
                       float(params.resolution_s), int(params.spec_min_beats), nmax, int(params.n_perm),
                       int(params.seed) & 0xFFFFFFFFFFFFFFFF, float(params.logp_lo), float(params.logp_hi),
                       float(params.madm_cutoff_s), JITTERS, nchunks)

@@ -18,7 +18,7 @@ from analytics.schema import FlowBatch
 
 #: Per-event columns carried into the segments (in pair order, then start time).
 EVENT_COLUMNS = ("start_ns", "end_ns", "bytes", "packets", "tcp_flags", "src_port", "app_proto", "topic_id",
-                 "flags")
+                 "flags", "topic_score")
 #: Per-pair key columns.
 KEY_COLUMNS = ("src_hi", "src_lo", "dst_hi", "dst_lo", "dst_port", "proto")
 
@@ -174,7 +174,7 @@ def group_pairs(batch: FlowBatch | dict[str, np.ndarray]) -> PairSegments:
             raise TypeError(f"column {k} must be {np.dtype(dt)} of length {n}, got {cols[k].dtype}[{len(cols[k])}]")
     if n == 0:
         return PairSegments(np.zeros(1, np.int64), {k: cols[k][:0].copy() for k in KEY_COLUMNS},
-                            {k: cols[k][:0].copy() for k in EVENT_COLUMNS}, np.zeros(0, np.int64))
+                            {k: cols[k][:0].copy() for k in EVENT_COLUMNS if k in cols}, np.zeros(0, np.int64))
     a, b, c, d = (np.ascontiguousarray(cols[k]) for k in ("src_hi", "src_lo", "dst_hi", "dst_lo"))
     port, proto = np.ascontiguousarray(cols["dst_port"]), np.ascontiguousarray(cols["proto"])
     h = _hash_rows(a, b, c, d, port, proto, _nchunks(n))

@@ -1,17 +1,23 @@
 """Long-session stitching: flow records that an exporter cut out of one connection become one session again.
 
 Within a pair, records with the same source port (the same 5-tuple) are continuations of one TCP connection when the
-earlier one carries TCP flags without FIN or RST and the next starts after it ended (within ``max_gap_s``). Where
-the exporter sends no flags (tcp_flags == 0, or UDP), a record continues the previous one when it starts within
-``tolerance_s`` of its end, or when the earlier record lasted about the active timeout. The active timeout is
-inferred from the data: the 99th percentile of the durations of records that have such a continuation.
+next starts after the earlier one ended (within ``max_gap_s``) and the earlier one carries TCP flags without FIN or
+RST. Where the exporter sends no flags, a TCP 5-tuple is still one connection (ephemeral ports are not reused within
+``max_gap_s``); for other protocols a record continues the previous one when it starts within ``tolerance_s`` of its
+end, or when the earlier record lasted about the active timeout.
+
+The active timeout is inferred from the data: per pair, the longest record that a continuation shows was cut (when at
+least two are seen and it is at least ``min_timeout_s``); over all pairs, the 99th percentile of such durations.
 
 A stitched session yields one event (its start) for the beacon kernels, plus one event per *active* slice:
 a later slice whose bytes exceed the session's leanest bytes-per-packet by ``active_min_bytes`` — a publish inside
-the session, not a keepalive. Slices cut by the active timeout do not say when inside them the publish happened;
-when most of them carry publishes (steady publication) they yield no events, since their starts would only repeat
-the timeout's own period. Keepalives and timeout slices therefore do not look like beacons, while periodic
-publishes inside a long session still do.
+the session, not a keepalive. Keepalives and timeout slices therefore do not look like beacons, while periodic
+publishes inside a long session still do. Two exporter artefacts are carried to the kernels as per-pair timing:
+- a slice cut by the active timeout places its publish only to within the timeout (its start is often just the
+  next keepalive): the pair's *resolution* becomes the timeout, and when most such slices carry publishes (steady
+  publication) they yield no events at all, since their starts would only replay the timeout's period;
+- records cut by the idle timeout are never closer than it: the pair's *dead time* is the shortest start-to-start
+  step between such records, so a random publisher does not look regular just because short gaps were merged.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ class StitchParams:
     active_min_bytes: float = 100.0  # bytes beyond the keepalive baseline that make a slice a publish
     active_timeout_s: float = 0.0  # 0: infer from the data
     max_active_share: float = 0.6  # timeout-cut slices: above this share carrying publishes = steady publication
+    min_timeout_s: float = 10.0  # shortest active timeout believed (shorter "cut" records are just short records)
 
 
 @dataclass
@@ -47,8 +54,19 @@ class Stitched:
 
     head: np.ndarray  # int64: index of the first event of this event's session
     active: np.ndarray  # bool: a later slice of a session that carries a publish
-    slices: np.ndarray  # int64 per event: slices in this event's session (valid at heads)
-    active_timeout_s: float
+    slices: np.ndarray  # int64 per event: slices in this event's session
+    active_timeout_s: float  # over all pairs (99th percentile of cut records' durations)
+    pair_timing: np.ndarray  # (n_pairs, 3): active timeout seen, timing resolution, dead time of the events (s)
+
+    @property
+    def resolution_s(self) -> np.ndarray:
+        """Per pair: events from timeout-cut slices are placed only to within this many seconds (else 0)."""
+        return self.pair_timing[:, 1]
+
+    @property
+    def dead_s(self) -> np.ndarray:
+        """Per pair: events from idle-cut records inside one session are never closer than this (else 0)."""
+        return self.pair_timing[:, 2]
 
     @property
     def is_head(self) -> np.ndarray:
@@ -62,17 +80,19 @@ class Stitched:
 
 
 @numba.njit(cache=True)
-def _continues(prev, cur, start, end, flags, sport, tol, max_gap, ta, share):
+def _continues(prev, cur, start, end, flags, sport, tcp, tol, max_gap, ta, share):
     if sport[cur] != sport[prev]:
         return False
     gap = start[cur] - end[prev]
-    if gap < -tol:
+    if gap < -tol or gap > max_gap:
         return False
     if flags[prev] != 0:
-        return (flags[prev] & (TCP_FIN | TCP_RST)) == 0 and gap <= max_gap
+        return (flags[prev] & (TCP_FIN | TCP_RST)) == 0
+    if tcp:
+        return True  # flags not exported: a TCP 5-tuple is not reused by a new connection within max_gap
     if gap <= tol:
         return True
-    return ta > 0 and (end[prev] - start[prev]) >= share * ta and gap <= max_gap
+    return ta > 0 and (end[prev] - start[prev]) >= share * ta
 
 
 @numba.njit(cache=True)
@@ -94,30 +114,42 @@ def _candidates_pair(start, end, flags, sport, lo, hi, tol, max_gap, dur_out):
 
 
 @numba.njit(cache=True)
-def _stitch_pair(start, end, nbytes, packets, flags, sport, lo, hi, tol, max_gap, ta, share, min_bytes,
-                 max_active_share, head, active, slices):
+def _stitch_pair(start, end, nbytes, packets, flags, sport, tcp, lo, hi, tol, max_gap, ta_fixed, ta_global, share,
+                 min_bytes, max_active_share, min_timeout, head, active, slices, pair_out):
     order = _port_order(sport, lo, hi)
-    for k in range(hi - lo):
+    n = hi - lo
+    for k in range(n):
         cur = order[k]
         head[cur] = cur
         active[cur] = False
         if k > 0:
             prev = order[k - 1]
-            if _continues(prev, cur, start, end, flags, sport, tol, max_gap, ta, share):
+            if _continues(prev, cur, start, end, flags, sport, tcp, tol, max_gap, ta_global, share):
                 head[cur] = head[prev]
-    # per session: leanest bytes per packet, then the slices carrying more than keepalives
-    for k in range(hi - lo):
+    for k in range(n):
         cur = order[k]
-        h = head[cur]
-        if h == cur:
+        if head[cur] == cur:
             slices[cur] = 0
-        slices[h] += 1
-    for k in range(hi - lo):
+        slices[head[cur]] += 1
+    # this pair's active timeout: the longest record that a continuation shows was cut, not ended
+    ta = ta_fixed
+    if ta <= 0:
+        longest = 0.0
+        seen = 0
+        for k in range(1, n):
+            prev, cur = order[k - 1], order[k]
+            if head[cur] == head[prev]:
+                longest = max(longest, end[prev] - start[prev])
+                seen += 1
+        ta = longest if seen >= 2 and longest >= min_timeout else 0.0
+    any_cut_active = False
+    any_located_active = False
+    for k in range(n):
         cur = order[k]
         h = head[cur]
         if slices[h] < 2 or h != cur:
             continue
-        # session starting at cur: events order[k:k+slices]
+        # session starting at cur: events order[k:k+slices]; leanest bytes per packet = keepalive baseline
         base = 1e300
         for q in range(k, k + slices[h]):
             e = order[q]
@@ -135,14 +167,36 @@ def _stitch_pair(start, end, nbytes, packets, flags, sport, lo, hi, tol, max_gap
                     cut_active += 1
         # a slice cut by the active timeout does not locate its publish in time: when most such slices carry
         # publishes the session is steady publication, and their starts would only replay the timeout's period
-        if cut > 0 and cut_active > max_active_share * cut:
-            for q in range(k + 1, k + slices[h]):
-                e = order[q]
-                if end[e] - start[e] >= share * ta:
-                    active[e] = False
-    for k in range(hi - lo):
+        steady = cut > 0 and cut_active > max_active_share * cut
+        for q in range(k + 1, k + slices[h]):
+            e = order[q]
+            is_cut = ta > 0 and end[e] - start[e] >= share * ta
+            if is_cut and steady:
+                active[e] = False
+            if active[e]:
+                if is_cut:
+                    any_cut_active = True
+                else:
+                    any_located_active = True
+    for k in range(n):
         cur = order[k]
         slices[cur] = slices[head[cur]]
+    # timing of the events from inside sessions: slices cut by the timeout only place a publish to within the
+    # timeout (resolution); records cut by the idle timeout are never closer than the exporter's idle timeout
+    # (dead time), the shortest start-to-start step between such records
+    dead = 0.0
+    if any_located_active:
+        dead = 1e300
+        for k in range(1, n):
+            prev, cur = order[k - 1], order[k]
+            if head[cur] == head[prev] and not (ta > 0 and end[prev] - start[prev] >= share * ta):
+                dead = min(dead, start[cur] - start[prev])
+        if dead == 1e300:
+            dead = 0.0
+    pair_out[0] = ta
+    # events from inside sessions sit on the grid of the slices (keepalives, timeout cuts), not at the publish
+    pair_out[1] = max(ta if any_cut_active else 0.0, dead)
+    pair_out[2] = dead
 
 
 @numba.njit(cache=True, parallel=True)
@@ -159,21 +213,23 @@ def _candidates_all(offsets, start, end, flags, sport, tol, max_gap, nchunks):
 
 
 @numba.njit(cache=True, parallel=True)
-def _stitch_all(offsets, start, end, nbytes, packets, flags, sport, tol, max_gap, ta, share, min_bytes,
-                max_active_share, nchunks):
+def _stitch_all(offsets, start, end, nbytes, packets, flags, sport, tcp, tol, max_gap, ta_fixed, ta_global, share,
+                min_bytes, max_active_share, min_timeout, nchunks):
     npairs = offsets.shape[0] - 1
     n = offsets[npairs]
     head = np.empty(n, np.int64)
     active = np.zeros(n, np.bool_)
     slices = np.zeros(n, np.int64)
+    pair_out = np.zeros((npairs, 3))
     bounds = np.searchsorted(offsets, np.linspace(0, n, nchunks + 1).astype(np.int64))
     bounds[0] = 0
     bounds[nchunks] = npairs
     for c in prange(nchunks):
         for p in range(bounds[c], bounds[c + 1]):
-            _stitch_pair(start, end, nbytes, packets, flags, sport, offsets[p], offsets[p + 1], tol, max_gap, ta,
-                         share, min_bytes, max_active_share, head, active, slices)
-    return head, active, slices
+            _stitch_pair(start, end, nbytes, packets, flags, sport, tcp[p], offsets[p], offsets[p + 1], tol, max_gap,
+                         ta_fixed, ta_global, share, min_bytes, max_active_share, min_timeout, head, active, slices,
+                         pair_out[p])
+    return head, active, slices, pair_out
 
 
 def infer_active_timeout(seg: PairSegments, params: StitchParams = StitchParams()) -> float:
@@ -199,14 +255,15 @@ def stitch(seg: PairSegments, params: StitchParams = StitchParams()) -> Stitched
     ta = params.active_timeout_s or infer_active_timeout(seg, params)
     if len(seg) == 0:
         z = np.zeros(0, np.int64)
-        return Stitched(z, np.zeros(0, bool), z, ta)
+        return Stitched(z, np.zeros(0, bool), z, ta, np.zeros((seg.n_pairs, 3)))
     e = seg.events
-    head, active, slices = _stitch_all(
+    tcp = np.ascontiguousarray(seg.keys["proto"] == 6)
+    head, active, slices, pair_out = _stitch_all(
         seg.offsets, e["start_ns"].astype(np.float64) / NS, e["end_ns"].astype(np.float64) / NS,
         e["bytes"].astype(np.float64), e["packets"].astype(np.float64), np.ascontiguousarray(e["tcp_flags"]),
-        np.ascontiguousarray(e["src_port"]), params.tolerance_s, params.max_gap_s, ta, params.timeout_share,
-        params.active_min_bytes, params.max_active_share, _nchunks(seg))
-    return Stitched(head, active, slices, ta)
+        np.ascontiguousarray(e["src_port"]), tcp, params.tolerance_s, params.max_gap_s, params.active_timeout_s, ta,
+        params.timeout_share, params.active_min_bytes, params.max_active_share, params.min_timeout_s, _nchunks(seg))
+    return Stitched(head, active, slices, ta, pair_out)
 
 
 def beat_segments(seg: PairSegments, st: Stitched) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

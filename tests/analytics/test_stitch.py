@@ -43,21 +43,23 @@ def ref_of(seg, p):
                        "packets": float(e["packets"][i]), "flags": int(e["tcp_flags"][i]),
                        "sport": int(e["src_port"][i])} for i in range(lo, hi)])
     ta = p.active_timeout_s or stitch_ref.infer_active_timeout(pairs, p)
-    heads, actives = [], []
+    heads, actives, timing = [], [], []
     for q, events in enumerate(pairs):
-        h, a = stitch_ref.stitch_pair(events, p, ta)
+        h, a, tm = stitch_ref.stitch_pair(events, bool(seg.keys["proto"][q] == 6), p, ta)
         heads += [seg.offsets[q] + x for x in h]
         actives += a
-    return ta, heads, actives
+        timing.append(tm)
+    return ta, heads, actives, timing
 
 
 def check(batch, p=StitchParams()):
     seg = group_pairs(batch)
     st_ = stitch(seg, p)
-    ta, heads, actives = ref_of(seg, p)
+    ta, heads, actives, timing = ref_of(seg, p)
     assert st_.active_timeout_s == ta
     assert st_.head.tolist() == heads
     assert st_.active.tolist() == actives
+    assert st_.pair_timing.tolist() == [list(t) for t in timing]
     return seg, st_
 
 
@@ -88,6 +90,7 @@ def test_timeout_slices_become_one_session_and_score_low():
     rows = long_session(T0, 24, 120, 30)
     seg, st_ = check(make(rows))
     assert st_.active_timeout_s == 120 - 30
+    assert st_.pair_timing[0, 0] == 120 - 30
     assert st_.is_head.sum() == 1 and not st_.active.any()
     off, t, _ = beat_segments(seg, st_)
     assert score_segments(off, t)[0, F["score"]] == 0.0
@@ -111,7 +114,8 @@ def test_periodic_publishes_inside_a_long_session_still_show():
     assert st_.is_head.sum() == 1
     assert st_.active.sum() >= 140
     off, t, _ = beat_segments(seg, st_)
-    row = score_segments(off, t)[0]
+    assert st_.resolution_s[0] == 45  # publishes placed only to within a slice
+    row = score_segments(off, t, resolution_s=st_.resolution_s, dead_s=st_.dead_s)[0]
     assert row[F["score"]] >= 0.9
     assert abs(row[F["period_s"]] - 600) < 5
 
@@ -125,11 +129,25 @@ def test_fin_ends_a_session_and_new_ports_are_new_sessions():
     assert st_.is_head.all()  # FIN in every record: reconnects on a fixed port are not stitched
 
 
-def test_no_flags_uses_contiguity_and_inferred_timeout():
+def test_no_flags_tcp_five_tuple_is_one_connection():
     rows = long_session(T0, 6, 300, 60, flags=0)
     seg, st_ = check(make(rows + long_session(T0, 6, 300, 60, sport=40100, dst=4)))
     assert st_.active_timeout_s == 240
     assert st_.is_head.sum() == 2
+
+
+def test_random_publishes_in_idle_cut_records_carry_dead_time():
+    # a chat-like session: messages at random, each burst its own record once idle > 15 s
+    rng = np.random.default_rng(3)
+    t = np.sort(rng.uniform(0, 86400, 400))
+    t = t[np.concatenate([[True], np.diff(t) > 15])]
+    rows = [(T0 + x, T0 + x + 0.2, 40002, 500, 3, ACK | PSH, 5) for x in t]
+    pings = [x + 16 for x, nxt in zip(t[:-1], t[1:]) if nxt - x > 32]  # keepalives in the longer silences
+    rows += [(T0 + x, T0 + x + 0.03, 40002, 106, 2, ACK, 5) for x in pings]
+    rows.sort()
+    seg, st_ = check(make(rows))
+    assert st_.is_head.sum() == 1 and st_.active.sum() == len(t) - 1
+    assert st_.dead_s[0] >= 15 and st_.resolution_s[0] == st_.dead_s[0]
 
 
 @settings(max_examples=40, deadline=None)

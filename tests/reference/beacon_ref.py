@@ -29,6 +29,12 @@ def p0(r):
     return math.exp(-a) * (1.0 - 1.0 / r)
 
 
+def p0_lattice(a, b, res):
+    k1 = max(1.0, math.floor(a / res + 0.5))
+    k2 = max(k1, math.floor(b / res + 0.5))
+    return max((1 - i / 64) ** (k1 - 1) - (1 - i / 64) ** k2 for i in range(1, 64))
+
+
 def binom_logsf(c, m, p):
     """-log10 P(X >= c), X ~ Bin(m, p), by summing the exact terms."""
     if c <= m * p or p <= 0.0 or p >= 1.0:
@@ -76,7 +82,7 @@ def acf_at(x, lag, denom):
     return sum(x[i] * x[i + lag] for i in range(n - lag)) / denom
 
 
-def pair_stats(times, p: BeaconParams = BeaconParams()) -> dict:
+def pair_stats(times, p: BeaconParams = BeaconParams(), res_pair: float = 0.0, dead: float = 0.0) -> dict:
     """The FIELDS of one pair's sorted event times (seconds), computed with plain loops."""
     out = {k: 0.0 for k in FIELDS}
     out["near_tie"] = False
@@ -121,18 +127,26 @@ def pair_stats(times, p: BeaconParams = BeaconParams()) -> dict:
     for jit in JITTERS:
         r = 1.0 / (1.0 - float(jit))
         cand = None  # (count, i, j, b): the first window with the largest count
+        res = max(p.resolution_s, res_pair)
         for i in range(mg):
-            b = max(gs[i] * r, gs[i] + p.resolution_s)
+            if gs[i] < 1.5 * dead:
+                continue
+            b = max(gs[i] * r, gs[i] + res)
             j = i
             while j < mg and gs[j] <= b:
                 j += 1
             if cand is None or j - i > cand[0]:
                 cand = (j - i, i, j, b)
-        cc, ci, cj, cb = cand
-        if gs[ci] <= 0.0:
+        if cand is None:
             continue
-        rr = cb / gs[ci]
-        logp = binom_logsf(cc, mg, p0(rr))
+        cc, ci, cj, cb = cand
+        if gs[ci] <= dead:
+            continue
+        rr = (cb - dead) / (gs[ci] - dead)
+        p_null = p0(rr)
+        if res_pair > 0:
+            p_null = max(p_null, p0_lattice(gs[ci], cb, res_pair))
+        logp = binom_logsf(cc, mg, p_null)
         span_ratio = gs[-1] / gs[0] if gs[0] > 0 else gs[-1] / p.resolution_s
         neff = 1.0 + math.log(max(span_ratio, 1.0)) / math.log(rr)
         logp -= math.log10(neff * len(JITTERS))
@@ -156,7 +170,7 @@ def pair_stats(times, p: BeaconParams = BeaconParams()) -> dict:
     spec = 0.0
     if nb >= p.spec_min_beats and med > 0:
         nmax = p.spec_max_bins
-        w = max(p.resolution_s, med / 4.0)
+        w = max(p.resolution_s, res_pair, med / 4.0)
         span = beats[-1] - beats[0]
         start = beats[0]
         if span / w + 1.0 > nmax:
@@ -222,6 +236,8 @@ def pair_stats(times, p: BeaconParams = BeaconParams()) -> dict:
                              max(0.0, (pbest / omean - math.log(half - 1.0)) / math.log(10.0)))
                 lag = int(math.floor(nbins / fbest + 0.5))
                 acf = max(acf_at(x, lag - 1, denom), acf_at(x, lag, denom), acf_at(x, lag + 1, denom))
+                if acf <= acf_at(x, lag // 2, denom) or fbest < 4:
+                    acf = -acf if acf > 0 else acf
                 if rank == 0:
                     out["spec_logp"], out["spec_acf"] = logp_s, acf
                 if logp_s < p.logp_lo or acf < 3.0 / math.sqrt(nbins):

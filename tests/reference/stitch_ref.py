@@ -7,21 +7,23 @@ import math
 from analytics.stitch import TCP_FIN, TCP_RST, StitchParams
 
 
-def _continues(a, b, p: StitchParams, ta):
+def _continues(a, b, tcp, p: StitchParams, ta):
     if a["sport"] != b["sport"]:
         return False
     gap = b["start"] - a["end"]
-    if gap < -p.tolerance_s:
+    if gap < -p.tolerance_s or gap > p.max_gap_s:
         return False
     if a["flags"]:
-        return not (a["flags"] & (TCP_FIN | TCP_RST)) and gap <= p.max_gap_s
+        return not (a["flags"] & (TCP_FIN | TCP_RST))
+    if tcp:
+        return True
     if gap <= p.tolerance_s:
         return True
-    return ta > 0 and (a["end"] - a["start"]) >= p.timeout_share * ta and gap <= p.max_gap_s
+    return ta > 0 and (a["end"] - a["start"]) >= p.timeout_share * ta
 
 
 def by_port(events):
-    """Event indexes grouped by source port in first-seen port order... sorted by port, then time order."""
+    """Event indexes sorted by source port, then time order."""
     return sorted(range(len(events)), key=lambda i: (events[i]["sport"], i))
 
 
@@ -45,18 +47,28 @@ def infer_active_timeout(pairs, p: StitchParams = StitchParams()) -> float:
     return float(math.ceil(q))
 
 
-def stitch_pair(events, p: StitchParams, ta: float):
-    """(head index per event, active flag per event) for one pair."""
+def stitch_pair(events, tcp: bool, p: StitchParams, ta_global: float):
+    """(head index per event, active flag per event, (timeout, resolution, dead time)) for one pair."""
     order = by_port(events)
     head = list(range(len(events)))
     for k in range(1, len(order)):
         a, b = order[k - 1], order[k]
-        if _continues(events[a], events[b], p, ta):
+        if _continues(events[a], events[b], tcp, p, ta_global):
             head[b] = head[a]
+    dur = [e["end"] - e["start"] for e in events]
+    ta = p.active_timeout_s
+    if ta <= 0:
+        cont = [dur[order[k - 1]] for k in range(1, len(order)) if head[order[k]] == head[order[k - 1]]]
+        ta = max(cont) if len(cont) >= 2 and max(cont) >= p.min_timeout_s else 0.0
+
+    def is_cut(e):
+        return ta > 0 and dur[e] >= p.timeout_share * ta
+
     active = [False] * len(events)
     sessions: dict[int, list[int]] = {}
     for i in order:
         sessions.setdefault(head[i], []).append(i)
+    cut_active_any = located_any = False
     for h, members in sessions.items():
         if len(members) < 2:
             continue
@@ -66,8 +78,19 @@ def stitch_pair(events, p: StitchParams, ta: float):
             ev = events[e]
             if ev["packets"] > 0 and ev["bytes"] - ev["packets"] * base >= p.active_min_bytes:
                 active[e] = True
-        cut = [e for e in members[1:] if ta > 0 and events[e]["end"] - events[e]["start"] >= p.timeout_share * ta]
+        cut = [e for e in members[1:] if is_cut(e)]
         if cut and sum(active[e] for e in cut) > p.max_active_share * len(cut):
             for e in cut:
                 active[e] = False
-    return head, active
+        for e in members[1:]:
+            if active[e]:
+                if is_cut(e):
+                    cut_active_any = True
+                else:
+                    located_any = True
+    dead = 0.0
+    if located_any:
+        steps = [events[order[k]]["start"] - events[order[k - 1]]["start"] for k in range(1, len(order))
+                 if head[order[k]] == head[order[k - 1]] and not is_cut(order[k - 1])]
+        dead = min(steps) if steps else 0.0
+    return head, active, (ta, max(ta if cut_active_any else 0.0, dead), dead)

@@ -1,0 +1,357 @@
+"""Labelled flow worlds for the detection benchmark: C2 over pub/sub and benign traffic, as FlowBatches.
+
+Virtual time, seeded (numpy Generator): the same seed gives the same world, different seeds different worlds. Flows
+are generated per pair as columns (start, end, source port, bytes, packets, TCP flags), then passed through an
+exporter model: each pair is seen by an exporter with an idle timeout, an active timeout, and TCP flags exported or
+not, so one long session comes out as the slices a real NetFlow/IPFIX exporter would send.
+
+C2 families (label "c2"): reconnect-per-beacon, persistent session (publishes inside one connection), sleep change,
+interleaved periods, exfil bursts, MQTT on a non-standard port (recognised by the flow meter), bursts per beat, and
+sampled (sFlow-thinned) beacons. Intervals 1 s - 1 h (log-uniform), jitter 0-50 % (interval uniform in
+[S(1-j), S]), 0-30 % missed beats. ``in_limits`` marks the pairs DESIGN §4 asks recall on; a persistent-session beacon is in the limits only when the
+exporter's records can resolve it (period x (1 - jitter) at least twice the record granularity: the idle timeout
+when the session idles between publishes, else the active timeout).
+Benign families: IoT telemetry to allowlisted brokers (reconnecting and persistent), keepalive-only sessions to
+cloud brokers (sliced by the exporter), chat clients (XMPP sessions with bursty human messages), manual
+mosquitto_pub use, NTP, DNS, update checks, web browsing, backups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from analytics.schema import APP_PROTOCOL_ID, COLUMNS, FLOW_DTYPE, FlowBatch
+
+NS = 1_000_000_000
+T0 = 1_767_225_600  # 2026-01-01 00:00:00 UTC
+SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
+ALLOWLIST = ("10.50.0.0/16",)
+PUBSUB_PORTS = {"mqtt": (1883, 8883), "amqp": (5672, 5671), "xmpp": (5222, 5223), "stomp": (61613,), "nats": (4222,)}
+C2_FAMILIES = ("c2_reconnect", "c2_persistent", "c2_sleep_change", "c2_interleaved", "c2_exfil", "c2_nonstd_port",
+               "c2_bursty", "c2_sampled", "c2_persistent_fast")
+#: Families outside DESIGN §4's limits by construction (reported, not in the headline recall).
+OUT_OF_LIMITS = {"c2_sampled": "sFlow thinning keeps 20-60 % of connections (beyond 30 % missed beats)",
+                 "c2_persistent_fast": "publishes inside one connection more often than the exporter's idle timeout: "
+                                       "slices carry no timing"}
+BENIGN_PUBSUB = ("iot_allowlisted", "iot_allowlisted_session", "keepalive_session", "chat_client", "manual_pub")
+BENIGN_OTHER = ("ntp", "dns", "update_check", "web", "backup")
+
+
+@dataclass
+class Pair:
+    """One labelled pair and its records (times in seconds since T0)."""
+
+    src: int
+    dst: int
+    dport: int
+    proto: int
+    family: str
+    label: str
+    params: dict
+    app_proto: int = 0
+    start: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    end: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sport: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint16))
+    nbytes: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    packets: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    flags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+
+    @property
+    def in_limits(self) -> bool:
+        """A C2 pair within DESIGN §4's limits (recall is asked on these)."""
+        return self.label == "c2" and self.family not in OUT_OF_LIMITS and self.params.get("resolvable", True)
+
+
+@dataclass
+class World:
+    """The pairs, the flows as one FlowBatch (time-ordered), and the duration."""
+
+    seed: int
+    duration_s: float
+    pairs: list[Pair]
+    batch: FlowBatch
+
+    def batches(self, step_s: float = 3600.0):
+        """The flows in time-ordered batches of step_s seconds (as a collector would deliver them)."""
+        start = self.batch.columns["start_ns"]
+        edges = np.searchsorted(start, T0 * NS + np.arange(0, self.duration_s + step_s, step_s) * NS)
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            if hi > lo:
+                yield self.batch.select(np.arange(lo, hi))
+
+
+# --------------------------------------------------------------------------------------------- exporter model
+
+
+@numba.njit(cache=True)
+def _slice_connection(t, size, idle, active):
+    """Records (start, end, bytes, packets) of one connection's packets under idle/active timeouts."""
+    n = t.shape[0]
+    rs = np.empty(n)
+    re = np.empty(n)
+    rb = np.empty(n)
+    rp = np.empty(n)
+    k = -1
+    for i in range(n):
+        if k < 0 or t[i] - re[k] > idle or t[i] - rs[k] >= active:
+            k += 1
+            rs[k] = t[i]
+            rb[k] = 0.0
+            rp[k] = 0.0
+        re[k] = t[i]
+        rb[k] += size[i]
+        rp[k] += 1.0
+    return rs[: k + 1], re[: k + 1], rb[: k + 1], rp[: k + 1]
+
+
+class Exporter:
+    """Idle and active timeouts, and whether TCP flags are exported."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.idle = float(rng.choice([15.0, 15.0, 30.0, 60.0]))
+        self.active = float(rng.choice([60.0, 120.0, 300.0, 1800.0]))
+        self.flags = bool(rng.random() < 0.85)
+
+
+def _beats(rng, start, end, period, jitter, missed):
+    n = int((end - start) / (period * (1 - jitter / 2))) + 2
+    t = start + rng.uniform(0, period) + np.cumsum(rng.uniform(period * (1 - jitter), period, n))
+    t = t[t < end]
+    return t[rng.random(len(t)) >= missed]
+
+
+def _short_connections(p: Pair, rng, times, exp: Exporter, bytes_lo=300, bytes_hi=1500, pk_lo=5, pk_hi=12):
+    """One short TCP connection per time (SYN ... FIN in one record, new source port each)."""
+    n = len(times)
+    dur = rng.uniform(0.02, 1.5, n)
+    _append(p, times, times + dur, rng.integers(32768, 61000, n), rng.uniform(bytes_lo, bytes_hi, n).round(),
+            rng.integers(pk_lo, pk_hi, n), np.full(n, SYN | ACK | PSH | FIN) if exp.flags else np.zeros(n), exp)
+
+
+def _session(p: Pair, rng, t_start, t_end, exp: Exporter, keepalive, publishes=None, pub_bytes=(150, 600),
+             ping_bytes=54, closed=True):
+    """One long TCP connection: keepalive pings when idle for `keepalive` s, publishes at the given times."""
+    publishes = np.zeros(0) if publishes is None else publishes[(publishes >= t_start) & (publishes < t_end)]
+    grid = np.arange(t_start, t_end, keepalive)
+    if len(publishes):  # MQTT sends PINGREQ only when nothing else was sent within the keepalive
+        prev = np.searchsorted(publishes, grid) - 1
+        gap_ok = (prev < 0) | (grid - publishes[np.maximum(prev, 0)] >= keepalive * 0.9)
+        grid = grid[gap_ok]
+    t = np.concatenate([grid, publishes, grid + 0.03])  # ping, publish, and the ACK of the broker's answer
+    size = np.concatenate([np.full(len(grid), float(ping_bytes)),
+                           rng.uniform(pub_bytes[0], pub_bytes[1], len(publishes)).round() + 52.0,
+                           np.full(len(grid), 52.0)])
+    order = np.argsort(t, kind="stable")
+    t, size = t[order], size[order]
+    if not len(t):
+        return
+    rs, re, rb, rp = _slice_connection(t, size, exp.idle, exp.active)
+    fl = np.full(len(rs), ACK | PSH)
+    fl[0] |= SYN
+    if closed:
+        fl[-1] |= FIN
+    sport = np.full(len(rs), rng.integers(32768, 61000))
+    _append(p, rs, re, sport, rb, rp, fl if exp.flags else np.zeros(len(rs)), exp)
+
+
+def _append(p: Pair, start, end, sport, nbytes, packets, flags, exp: Exporter):
+    p.start = np.concatenate([p.start, start])
+    p.end = np.concatenate([p.end, end])
+    p.sport = np.concatenate([p.sport, np.asarray(sport, np.uint16)])
+    p.nbytes = np.concatenate([p.nbytes, nbytes])
+    p.packets = np.concatenate([p.packets, packets])
+    p.flags = np.concatenate([p.flags, np.asarray(flags, np.uint8)])
+
+
+# --------------------------------------------------------------------------------------------- families
+
+
+def _c2_params(rng):
+    return {"period_s": float(np.exp(rng.uniform(np.log(1.0), np.log(3600.0)))),
+            "jitter": float(rng.uniform(0, 0.5)), "missed": float(rng.uniform(0, 0.3))}
+
+
+def _pubsub_port(rng):
+    proto = str(rng.choice(list(PUBSUB_PORTS)))
+    return proto, int(rng.choice(PUBSUB_PORTS[proto]))
+
+
+def make_c2(family: str, p: Pair, rng, dur):
+    q = p.params
+    exp = Exporter(rng)
+    q["exporter"] = {"idle_s": exp.idle, "active_s": exp.active, "flags": exp.flags}
+    S, j, m = q["period_s"], q["jitter"], q["missed"]
+    if family in ("c2_reconnect", "c2_nonstd_port"):
+        _short_connections(p, rng, _beats(rng, 0, dur, S, j, m), exp)
+    elif family == "c2_bursty":
+        t = _beats(rng, 0, dur, S, j, m)
+        extra = [t + rng.uniform(0.005, min(0.15, S * 0.1), len(t)) for _ in range(int(rng.integers(1, 3)))]
+        _short_connections(p, rng, np.sort(np.concatenate([t] + extra)), exp)
+    elif family == "c2_sleep_change":
+        cut = rng.uniform(0.3, 0.7) * dur
+        S2 = min(3600.0, max(1.0, S * float(rng.choice([1 / 8, 1 / 4, 4, 8]))))
+        q["period2_s"] = S2
+        t = np.concatenate([_beats(rng, 0, cut, S, j, m), _beats(rng, cut, dur, S2, j, m)])
+        _short_connections(p, rng, t, exp)
+    elif family == "c2_interleaved":
+        S2 = min(3600.0, S * rng.uniform(2.5, 6.0))
+        q["period2_s"] = S2
+        t = np.sort(np.concatenate([_beats(rng, 0, dur, S, j, m), _beats(rng, 0, dur, S2, j, m)]))
+        _short_connections(p, rng, t, exp)
+    elif family == "c2_exfil":
+        _short_connections(p, rng, _beats(rng, 0, dur, S, j, m), exp)
+        k = int(rng.integers(3, 10))
+        t = np.sort(rng.uniform(0, dur, k))
+        n_pk = rng.integers(200, 4000, k)
+        _append(p, t, t + n_pk * 0.01, rng.integers(32768, 61000, k), n_pk * 1400.0, n_pk,
+                np.full(k, SYN | ACK | PSH | FIN) if exp.flags else np.zeros(k), exp)
+    elif family == "c2_sampled":
+        keep = rng.uniform(0.2, 0.6)
+        q["sampling_keep"] = keep
+        t = _beats(rng, 0, dur, S, j, m)
+        _short_connections(p, rng, t[rng.random(len(t)) < keep], exp)
+    elif family in ("c2_persistent", "c2_persistent_fast"):
+        keepalive = float(rng.choice([15.0, 30.0, 60.0, 120.0]))
+        q["keepalive_s"] = keepalive
+        # what the flow records can resolve: publishes get their own records when the connection goes idle
+        # longer than the exporter's idle timeout between them, else only active-timeout slices show them
+        granularity = exp.idle if keepalive > exp.idle else exp.active
+        q["resolvable"] = S * (1 - j) >= 2 * granularity
+        _session(p, rng, 0.0, dur, exp, keepalive, _beats(rng, 0, dur, S, j, m), closed=False)
+    else:
+        raise ValueError(family)
+
+
+def make_benign(family: str, p: Pair, rng, dur):
+    exp = Exporter(rng)
+    p.params["exporter"] = {"idle_s": exp.idle, "active_s": exp.active, "flags": exp.flags}
+    if family == "iot_allowlisted":
+        S = float(rng.choice([10.0, 30.0, 60.0, 300.0, 900.0]))
+        _short_connections(p, rng, _beats(rng, 0, dur, S, 0.05, 0.02), exp, 120, 400)
+    elif family == "iot_allowlisted_session":
+        _session(p, rng, 0.0, dur, exp, 60.0, _beats(rng, 0, dur, float(rng.choice([30.0, 60.0, 300.0])), 0.02, 0.0),
+                 pub_bytes=(60, 200), closed=False)
+    elif family == "keepalive_session":
+        keepalive = float(rng.choice([15.0, 30.0, 60.0, 120.0, 300.0]))
+        p.params["keepalive_s"] = keepalive
+        # reconnects at random (network changes), random sparse publishes (push notifications)
+        cuts = np.sort(np.concatenate([[0.0, dur], rng.uniform(0, dur, rng.poisson(dur / rng.uniform(7200, 43200)))]))
+        rate = rng.uniform(0, 2.0) / 3600.0
+        pubs = np.sort(rng.uniform(0, dur, rng.poisson(rate * dur)))
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            if b - a > 1.0:
+                _session(p, rng, a + rng.uniform(0, 1.0), b, exp, keepalive, pubs, closed=b < dur)
+    elif family == "chat_client":
+        keepalive = float(rng.choice([60.0, 90.0, 300.0]))
+        conv = rng.uniform(0, dur, rng.poisson(dur / 3600.0 * rng.uniform(0.3, 3)))
+        msgs = [c + np.cumsum(rng.exponential(rng.uniform(5, 60), rng.integers(2, 20))) for c in conv]
+        pubs = np.sort(np.concatenate(msgs)) if msgs else np.zeros(0)
+        _session(p, rng, 0.0, dur, exp, keepalive, pubs, pub_bytes=(120, 1400), ping_bytes=53, closed=False)
+    elif family == "manual_pub":
+        # a developer running mosquitto_pub by hand: clusters of one-shot connections at random times
+        starts = rng.uniform(0, dur, rng.poisson(rng.uniform(2, 12)))
+        t = [s + np.cumsum(rng.exponential(rng.uniform(3, 120), rng.integers(1, 15))) for s in starts]
+        if t:
+            _short_connections(p, rng, np.sort(np.concatenate(t)), exp, 100, 900)
+    elif family == "ntp":
+        _short_connections(p, rng, _beats(rng, 0, dur, float(rng.choice([64.0, 128.0, 256.0, 1024.0])), 0.01, 0.0),
+                           exp, 76, 77, 1, 2)
+        p.flags[:] = 0
+    elif family == "dns":
+        _short_connections(p, rng, np.sort(rng.uniform(0, dur, rng.poisson(dur / rng.uniform(30, 900)))), exp,
+                           60, 120, 1, 2)
+        p.flags[:] = 0
+    elif family == "update_check":
+        _short_connections(p, rng, _beats(rng, 0, dur, float(rng.choice([3600.0, 14400.0, 1800.0])), 0.05, 0.0),
+                           exp, 2000, 9000)
+    elif family == "web":
+        visits = rng.uniform(0, dur, rng.poisson(dur / 3600 * rng.uniform(1, 20)))
+        t = [v + np.cumsum(rng.exponential(2.0, rng.integers(1, 30))) for v in visits]
+        if t:
+            _short_connections(p, rng, np.sort(np.concatenate(t)), exp, 800, 60000)
+    elif family == "backup":
+        t = _beats(rng, 0, dur, float(rng.choice([3600.0, 86400.0 / 4])), 0.0, 0.0)
+        _short_connections(p, rng, t, exp, 1e6, 5e7, 1000, 40000)
+    else:
+        raise ValueError(family)
+
+
+_OTHER_PORTS = {"ntp": (123, 17), "dns": (53, 17), "update_check": (443, 6), "web": (443, 6), "backup": (22, 6)}
+
+
+def build_world(seed: int, n_c2: int = 100, n_benign_pubsub: int = 5000, n_benign_other: int = 5000,
+                duration_s: float = 86400.0) -> World:
+    """A labelled world: n_c2 C2 pairs spread over C2_FAMILIES, benign pub/sub and other pairs."""
+    rng = np.random.default_rng(seed)
+    pairs: list[Pair] = []
+    host = iter(range(1, 1 << 20))
+
+    def src():
+        h = next(host)
+        return (10 << 24) | (h % 250 + 1) | (((h // 250) % 250) << 8) | ((h // 62500 + 1) << 16)
+
+    def ext():
+        return (198 << 24) | (18 << 16) | int(rng.integers(1, 1 << 16))
+
+    for i in range(n_c2):
+        fam = C2_FAMILIES[i % len(C2_FAMILIES)]
+        proto, port = _pubsub_port(rng)
+        app = 0
+        if fam == "c2_nonstd_port":
+            proto, port, app = "mqtt", int(rng.choice([4444, 8080, 9001, 10443, 2883, 31337])), APP_PROTOCOL_ID["mqtt"]
+        q = _c2_params(rng)
+        if fam == "c2_persistent":
+            q["period_s"] = float(np.exp(rng.uniform(np.log(150.0), np.log(3600.0))))
+        if fam == "c2_persistent_fast":
+            q["period_s"] = float(rng.uniform(1.0, 10.0))
+        p = Pair(src(), ext(), port, 6, fam, "c2", dict(q, protocol=proto), app)
+        make_c2(fam, p, rng, duration_s)
+        pairs.append(p)
+    for i in range(n_benign_pubsub):
+        fam = BENIGN_PUBSUB[i % len(BENIGN_PUBSUB)]
+        proto, port = _pubsub_port(rng)
+        if fam == "chat_client":
+            proto, port = "xmpp", 5222
+        dst = (10 << 24) | (50 << 16) | int(rng.integers(1, 1 << 16)) if fam.startswith("iot_allowlisted") else ext()
+        p = Pair(src(), dst, port, 6, fam, "benign", {"protocol": proto})
+        make_benign(fam, p, rng, duration_s)
+        pairs.append(p)
+    for i in range(n_benign_other):
+        fam = BENIGN_OTHER[i % len(BENIGN_OTHER)]
+        port, ipproto = _OTHER_PORTS[fam]
+        p = Pair(src(), ext(), port, ipproto, fam, "benign", {})
+        make_benign(fam, p, rng, duration_s)
+        pairs.append(p)
+    return World(seed, duration_s, pairs, _to_batch(pairs, duration_s))
+
+
+def _to_batch(pairs: list[Pair], duration_s: float) -> FlowBatch:
+    counts = np.array([len(p.start) for p in pairs])
+    n = int(counts.sum())
+    cols = {k: np.zeros(n, FLOW_DTYPE[k]) for k in COLUMNS}
+    rep = lambda attr: np.repeat(np.array([getattr(p, attr) for p in pairs], np.uint64), counts)  # noqa: E731
+    start = np.concatenate([p.start for p in pairs]) if pairs else np.zeros(0)
+    end = np.concatenate([p.end for p in pairs]) if pairs else np.zeros(0)
+    cols["start_ns"][:] = (T0 + start) * NS
+    cols["end_ns"][:] = (T0 + end) * NS
+    cols["src_lo"][:] = np.uint64(0xFFFF00000000) | rep("src")
+    cols["dst_lo"][:] = np.uint64(0xFFFF00000000) | rep("dst")
+    cols["dst_port"][:] = rep("dport").astype(np.uint16)
+    cols["proto"][:] = rep("proto").astype(np.uint8)
+    cols["app_proto"][:] = rep("app_proto").astype(np.uint8)
+    cols["src_port"][:] = np.concatenate([p.sport for p in pairs]) if pairs else 0
+    cols["bytes"][:] = np.concatenate([p.nbytes for p in pairs]).astype(np.uint64) if pairs else 0
+    cols["packets"][:] = np.concatenate([p.packets for p in pairs]).astype(np.uint64) if pairs else 0
+    cols["tcp_flags"][:] = np.concatenate([p.flags for p in pairs]) if pairs else 0
+    cols["sampling_rate"][:] = 1
+    order = np.argsort(cols["start_ns"], kind="stable")
+    keep = order[(cols["start_ns"][order] < (T0 + duration_s) * NS)]
+    return FlowBatch({k: v[keep] for k, v in cols.items()})
+
+
+def pair_key(p: Pair) -> tuple[int, int, int]:
+    """(src low word, dst low word, dst port) as the detector's alerts carry them."""
+    return (0xFFFF00000000 | p.src, 0xFFFF00000000 | p.dst, p.dport)
