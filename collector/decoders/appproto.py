@@ -86,7 +86,7 @@ def mqtt_topic(payload: bytes) -> str | None:
 
 
 def mqtt_topics(payload: bytes, limit: int = 64) -> list[str]:
-    """Topics of every MQTT PUBLISH/(UN)SUBSCRIBE (first filter) coalesced in the payload, in order (at most limit).
+    """Topics of every MQTT PUBLISH and filters of every (UN)SUBSCRIBE coalesced in the payload (at most limit).
 
     Walks packet by packet while each one passes the checks of ``inspect``; stops at the first that does not.
     """
