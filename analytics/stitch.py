@@ -194,9 +194,19 @@ def _stitch_pair(start, end, nbytes, packets, flags, sport, tcp, lo, hi, tol, ma
         if dead == 1e300:
             dead = 0.0
     pair_out[0] = ta
-    # events from inside sessions sit on the grid of the slices (keepalives, timeout cuts), not at the publish
-    pair_out[1] = max(ta if any_cut_active else 0.0, dead)
-    pair_out[2] = dead
+    # events from inside sessions sit on the grid of the slices (keepalives, timeout cuts), not at the publish;
+    # this timing describes the pair's events only when most of them come from inside sessions
+    heads = 0
+    inside = 0
+    for k in range(n):
+        cur = order[k]
+        if head[cur] == cur:
+            heads += 1
+        elif active[cur]:
+            inside += 1
+    if inside > heads:
+        pair_out[1] = max(ta if any_cut_active else 0.0, dead)
+        pair_out[2] = dead
 
 
 @numba.njit(cache=True, parallel=True)

@@ -93,4 +93,8 @@ def stitch_pair(events, tcp: bool, p: StitchParams, ta_global: float):
         steps = [events[order[k]]["start"] - events[order[k - 1]]["start"] for k in range(1, len(order))
                  if head[order[k]] == head[order[k - 1]] and not is_cut(order[k - 1])]
         dead = min(steps) if steps else 0.0
+    heads = sum(1 for i in range(len(events)) if head[i] == i)
+    inside = sum(1 for i in range(len(events)) if head[i] != i and active[i])
+    if inside <= heads:
+        return head, active, (ta, 0.0, 0.0)
     return head, active, (ta, max(ta if cut_active_any else 0.0, dead), dead)
