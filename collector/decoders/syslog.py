@@ -527,6 +527,9 @@ def _extractor(spec: Any, where: str, path: Path) -> Callable[[Header, dict], bo
 def _when(spec: Any, where: str, path: Path) -> Callable[[Header, dict], bool]:
     if spec is None:
         return lambda h, f: True
+    if isinstance(spec, list):  # every condition must hold
+        parts = [_when(s, f"{where}[{i}]", path) for i, s in enumerate(spec)]
+        return lambda h, f: all(p(h, f) for p in parts)
     if not isinstance(spec, dict):
         raise ProfileError(path, where, "expected a mapping")
     unknown = set(spec) - {"field", "equals", "in", "regex", "msgid"}
@@ -696,6 +699,10 @@ def _compile_fields(fields: dict, where: str, path: Path):
             duration = (_getter(spec["field"], f"{where}.duration.field", path), DURATION_FORMATS[fmt])
         elif key == "action":
             continue  # handled by _mapped
+        elif key == "app":
+            # Every alternative is tried until one is a known pub/sub app id (nested app, then app, say).
+            specs = spec if isinstance(spec, list) else [spec]
+            get["app"] = [_getter(s, f"{where}.app[{i}]", path) for i, s in enumerate(specs)]
         else:
             get[key] = _getter(spec, f"{where}.{key}", path)
     return get, times, duration
@@ -1041,9 +1048,12 @@ class SyslogParser:
         # Application id -> network.protocol.
         app = 0
         if "app" in get and profile.app_protocols:
-            a = get["app"](f)
-            if a:
-                app = profile.app_protocols.get(a.lower(), 0)
+            for g in get["app"]:
+                a = g(f)
+                if a:
+                    app = profile.app_protocols.get(a.lower(), 0)
+                    if app:
+                        break
         action_name = _resolve_mapped(msg.action, f)
         action = ACTION_ID.get(action_name, 0)
         # Times.
