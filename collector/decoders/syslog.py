@@ -123,16 +123,13 @@ def _iso_stamp(m: re.Match, base: int = 1) -> tuple:
 def _split_5424_rest(h: Header, rest: str) -> None:
     """SD and MSG of a 5424 message after MSGID."""
     h.body = (h.msgid + " " + rest) if h.msgid != "-" else rest
-    if rest.startswith("-"):
-        h.sd = ""
-        h.msg = rest[2:]
-        return
-    m = _RE_SD.match(rest)
+    m = None if rest.startswith("-") else _RE_SD.match(rest)
     if m:
         h.sd = m.group(0)
         h.msg = rest[m.end():].lstrip(" ")
     else:
-        h.msg = rest
+        h.sd = ""
+        h.msg = rest[2:] if rest.startswith("-") else rest
     if h.msg.startswith("\ufeff"):  # RFC 5424 BOM before UTF-8 MSG
         h.msg = h.msg[1:]
 
