@@ -142,11 +142,8 @@ def _shuffle(x, n, state):
 
 
 @numba.njit(cache=True)
-def _periodogram(x, n, re, im, power, cos_t, sin_t, table_n):
-    """power[f] = |DFT(x[:n])[f]|^2 for f = 0..n/2 by an iterative radix-2 FFT (n a power of two)."""
-    for i in range(n):
-        re[i] = x[i]
-        im[i] = 0.0
+def _fft(re, im, n, cos_t, sin_t, table_n):
+    """In-place iterative radix-2 complex FFT of re/im[:n] (n a power of two dividing table_n)."""
     j = 0
     for i in range(1, n):  # bit reversal
         bit = n >> 1
@@ -158,6 +155,9 @@ def _periodogram(x, n, re, im, power, cos_t, sin_t, table_n):
             t = re[i]
             re[i] = re[j]
             re[j] = t
+            t = im[i]
+            im[i] = im[j]
+            im[j] = t
     length = 2
     while length <= n:
         half = length // 2
@@ -175,8 +175,37 @@ def _periodogram(x, n, re, im, power, cos_t, sin_t, table_n):
                 re[a] += tr
                 im[a] += ti
         length *= 2
-    for f in range(n // 2 + 1):
-        power[f] = re[f] * re[f] + im[f] * im[f]
+
+
+@numba.njit(cache=True)
+def _periodogram(x, n, re, im, power, cos_t, sin_t, table_n):
+    """power[f] = |DFT(x[:n])[f]|^2 for f = 0..n/2: the real series packed into an n/2-point complex FFT."""
+    h = n // 2
+    for k in range(h):
+        re[k] = x[2 * k]
+        im[k] = x[2 * k + 1]
+    _fft(re, im, h, cos_t, sin_t, table_n)
+    step = table_n // n
+    for k in range(h + 1):
+        kk = k % h
+        km = (h - k) % h
+        zr = re[kk]
+        zi = im[kk]
+        cr = re[km]
+        ci = -im[km]
+        er = 0.5 * (zr + cr)
+        ei = 0.5 * (zi + ci)
+        o_r = 0.5 * (zi - ci)
+        o_i = -0.5 * (zr - cr)
+        if k == h:
+            wr = -1.0
+            wi = 0.0
+        else:
+            wr = cos_t[k * step]
+            wi = -sin_t[k * step]
+        xr = er + wr * o_r - wi * o_i
+        xi = ei + wr * o_i + wi * o_r
+        power[k] = xr * xr + xi * xi
 
 
 @numba.njit(cache=True)

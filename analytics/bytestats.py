@@ -30,7 +30,7 @@ def _pair_bytes(nbytes, packets, lo, hi, threshold, out):
     n = hi - lo
     if n == 0:
         return
-    b = np.sort(nbytes[lo:hi])
+    b = np.sort(nbytes[lo:hi].astype(np.float64))
     med = _median_sorted(b)
     out[0] = med
     out[1] = _median_sorted(np.sort(np.abs(b - med)))
@@ -47,15 +47,15 @@ def _pair_bytes(nbytes, packets, lo, hi, threshold, out):
     nlong = 0
     lbytes = 0.0
     for i in range(lo, hi):
-        tb += nbytes[i]
-        tp += packets[i]
+        tb += float(nbytes[i])
+        tp += float(packets[i])
         if packets[i] > 0:
-            v = nbytes[i] / packets[i]
+            v = float(nbytes[i]) / float(packets[i])
             bpp[m] = v
             m += 1
             if v > threshold:
                 nlong += 1
-                lbytes += nbytes[i]
+                lbytes += float(nbytes[i])
     s = np.sort(bpp[:m])
     pmed = _median_sorted(s)
     out[3] = pmed
@@ -86,8 +86,10 @@ def byte_stats(offsets: np.ndarray, nbytes: np.ndarray, packets: np.ndarray, pay
     offsets = np.ascontiguousarray(offsets)
     if offsets.dtype != np.int64 or offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0:
         raise TypeError("offsets must be 1-D int64 CSR offsets starting at 0")
-    nbytes = np.ascontiguousarray(nbytes, dtype=np.float64)
-    packets = np.ascontiguousarray(packets, dtype=np.float64)
+    nbytes = np.ascontiguousarray(nbytes)
+    packets = np.ascontiguousarray(packets)
+    if nbytes.dtype not in (np.float64, np.uint64) or packets.dtype != nbytes.dtype:
+        nbytes, packets = nbytes.astype(np.float64), packets.astype(np.float64)
     if nbytes.shape != packets.shape or offsets[-1] != len(nbytes):
         raise ValueError("bytes and packets must have offsets[-1] elements each")
     if not payload_threshold > 0:

@@ -88,29 +88,45 @@ def _hash_rows(a, b, c, d, port, proto, nchunks):
     return out
 
 
-@numba.njit(cache=True)
-def _boundaries(order, h, a, b, c, d, port, proto):
-    """Segment starts of rows sorted by hash; collided=True if one hash run holds two different keys."""
+@numba.njit(cache=True, parallel=True)
+def _changes(order, h, a, b, c, d, port, proto):
+    """change[j]: row order[j] starts a new pair; collided[j]: ... although its hash equals the previous row's."""
     n = len(order)
-    starts = np.empty(n + 1, np.int64)
-    ns = 0
-    collided = False
-    for j in range(n):
-        i = order[j]
+    change = np.empty(n, np.bool_)
+    collided = np.zeros(n, np.bool_)
+    for j in prange(n):
         if j == 0:
-            starts[ns] = 0
-            ns += 1
+            change[j] = True
             continue
+        i = order[j]
         p = order[j - 1]
         same = a[i] == a[p] and b[i] == b[p] and c[i] == c[p] and d[i] == d[p] and port[i] == port[p] \
             and proto[i] == proto[p]
-        if not same:
-            if h[i] == h[p]:
-                collided = True
-            starts[ns] = j
-            ns += 1
-    starts[ns] = n
-    return starts[: ns + 1], collided
+        change[j] = not same
+        collided[j] = (not same) and h[i] == h[p]
+    return change, collided
+
+
+def _boundaries(order, h, a, b, c, d, port, proto):
+    """Segment offsets of rows sorted by hash; collided=True if one hash run holds two different keys."""
+    change, collided = _changes(order, h, a, b, c, d, port, proto)
+    starts = np.flatnonzero(change)
+    return np.append(starts, len(order)).astype(np.int64), bool(collided.any())
+
+
+@numba.njit(cache=True, parallel=True)
+def _take(src, idx):
+    out = np.empty(len(idx), src.dtype)
+    for i in prange(len(idx)):
+        out[i] = src[idx[i]]
+    return out
+
+
+def take(src: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """src[idx] gathered in parallel (idx int64)."""
+    if len(idx) < 65536:
+        return src[idx]
+    return _take(np.ascontiguousarray(src), idx)
 
 
 @numba.njit(cache=True)
@@ -186,5 +202,5 @@ def group_pairs(batch: FlowBatch | dict[str, np.ndarray]) -> PairSegments:
     _sort_segments(order, np.ascontiguousarray(cols["start_ns"]), offsets, _nchunks(n))
     first = order[offsets[:-1]]
     keys = {k: cols[k][first] for k in KEY_COLUMNS}
-    events = {k: cols[k][order] for k in EVENT_COLUMNS if k in cols}
+    events = {k: take(cols[k], order) for k in EVENT_COLUMNS if k in cols}
     return PairSegments(offsets.astype(np.int64), keys, events, order)

@@ -4,7 +4,7 @@ Within a pair, records with the same source port (the same 5-tuple) are continua
 next starts after the earlier one ended (within ``max_gap_s``) and the earlier one carries TCP flags without FIN or
 RST. Where the exporter sends no flags, a TCP 5-tuple is still one connection (ephemeral ports are not reused within
 ``max_gap_s``); for other protocols a record continues the previous one when it starts within ``tolerance_s`` of its
-end, or when the earlier record lasted about the active timeout.
+end, or when the earlier record lasted about a configured active timeout (``active_timeout_s``).
 
 The active timeout is inferred from the data: per pair, the longest record that a continuation shows was cut (when at
 least two are seen and it is at least ``min_timeout_s``); over all pairs, the 99th percentile of such durations.
@@ -114,23 +114,30 @@ def _candidates_pair(start, end, flags, sport, lo, hi, tol, max_gap, dur_out):
 
 
 @numba.njit(cache=True)
-def _stitch_pair(start, end, nbytes, packets, flags, sport, tcp, lo, hi, tol, max_gap, ta_fixed, ta_global, share,
-                 min_bytes, max_active_share, min_timeout, head, active, slices, pair_out):
+def _stitch_pair(start, end, nbytes, packets, flags, sport, tcp, lo, hi, tol, max_gap, ta_fixed, share,
+                 min_bytes, max_active_share, min_timeout, head, active, slices, pair_out, dur_out):
     order = _port_order(sport, lo, hi)
     n = hi - lo
     for k in range(n):
         cur = order[k]
         head[cur] = cur
         active[cur] = False
+        dur_out[cur] = -1.0
         if k > 0:
             prev = order[k - 1]
-            if _continues(prev, cur, start, end, flags, sport, tcp, tol, max_gap, ta_global, share):
+            if _continues(prev, cur, start, end, flags, sport, tcp, tol, max_gap, ta_fixed, share):
                 head[cur] = head[prev]
+            # a flag-proven cut (for the all-pairs active-timeout estimate)
+            if sport[cur] == sport[prev] and flags[prev] != 0 and (flags[prev] & (TCP_FIN | TCP_RST)) == 0:
+                gap = start[cur] - end[prev]
+                if -tol <= gap <= max_gap:
+                    dur_out[prev] = end[prev] - start[prev]
     for k in range(n):
         cur = order[k]
         if head[cur] == cur:
             slices[cur] = 0
         slices[head[cur]] += 1
+
     # this pair's active timeout: the longest record that a continuation shows was cut, not ended
     ta = ta_fixed
     if ta <= 0:
@@ -223,7 +230,7 @@ def _candidates_all(offsets, start, end, flags, sport, tol, max_gap, nchunks):
 
 
 @numba.njit(cache=True, parallel=True)
-def _stitch_all(offsets, start, end, nbytes, packets, flags, sport, tcp, tol, max_gap, ta_fixed, ta_global, share,
+def _stitch_all(offsets, start_ns, end_ns, nbytes, packets, flags, sport, tcp, tol, max_gap, ta_fixed, share,
                 min_bytes, max_active_share, min_timeout, nchunks):
     npairs = offsets.shape[0] - 1
     n = offsets[npairs]
@@ -231,15 +238,21 @@ def _stitch_all(offsets, start, end, nbytes, packets, flags, sport, tcp, tol, ma
     active = np.zeros(n, np.bool_)
     slices = np.zeros(n, np.int64)
     pair_out = np.zeros((npairs, 3))
+    dur = np.empty(n)
+    start = np.empty(n)
+    end = np.empty(n)
+    for i in prange(n):
+        start[i] = start_ns[i] / 1e9
+        end[i] = end_ns[i] / 1e9
     bounds = np.searchsorted(offsets, np.linspace(0, n, nchunks + 1).astype(np.int64))
     bounds[0] = 0
     bounds[nchunks] = npairs
     for c in prange(nchunks):
         for p in range(bounds[c], bounds[c + 1]):
             _stitch_pair(start, end, nbytes, packets, flags, sport, tcp[p], offsets[p], offsets[p + 1], tol, max_gap,
-                         ta_fixed, ta_global, share, min_bytes, max_active_share, min_timeout, head, active, slices,
-                         pair_out[p])
-    return head, active, slices, pair_out
+                         ta_fixed, share, min_bytes, max_active_share, min_timeout, head, active, slices,
+                         pair_out[p], dur)
+    return head, active, slices, pair_out, dur
 
 
 def infer_active_timeout(seg: PairSegments, params: StitchParams = StitchParams()) -> float:
@@ -262,17 +275,18 @@ def stitch(seg: PairSegments, params: StitchParams = StitchParams()) -> Stitched
                   ("tcp_flags", np.uint8), ("src_port", np.uint16)):
         if seg.events[k].dtype != dt:
             raise TypeError(f"event column {k} must be {np.dtype(dt)}")
-    ta = params.active_timeout_s or infer_active_timeout(seg, params)
     if len(seg) == 0:
         z = np.zeros(0, np.int64)
-        return Stitched(z, np.zeros(0, bool), z, ta, np.zeros((seg.n_pairs, 3)))
+        return Stitched(z, np.zeros(0, bool), z, params.active_timeout_s, np.zeros((seg.n_pairs, 3)))
     e = seg.events
     tcp = np.ascontiguousarray(seg.keys["proto"] == 6)
-    head, active, slices, pair_out = _stitch_all(
-        seg.offsets, e["start_ns"].astype(np.float64) / NS, e["end_ns"].astype(np.float64) / NS,
-        e["bytes"].astype(np.float64), e["packets"].astype(np.float64), np.ascontiguousarray(e["tcp_flags"]),
-        np.ascontiguousarray(e["src_port"]), tcp, params.tolerance_s, params.max_gap_s, params.active_timeout_s, ta,
+    head, active, slices, pair_out, dur = _stitch_all(
+        seg.offsets, np.ascontiguousarray(e["start_ns"]), np.ascontiguousarray(e["end_ns"]),
+        np.ascontiguousarray(e["bytes"]), np.ascontiguousarray(e["packets"]), np.ascontiguousarray(e["tcp_flags"]),
+        np.ascontiguousarray(e["src_port"]), tcp, params.tolerance_s, params.max_gap_s, params.active_timeout_s,
         params.timeout_share, params.active_min_bytes, params.max_active_share, params.min_timeout_s, _nchunks(seg))
+    dur = dur[dur >= 0]
+    ta = params.active_timeout_s or (float(np.ceil(np.quantile(dur, 0.99))) if len(dur) >= 3 else 0.0)
     return Stitched(head, active, slices, ta, pair_out)
 
 

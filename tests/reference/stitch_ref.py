@@ -47,13 +47,13 @@ def infer_active_timeout(pairs, p: StitchParams = StitchParams()) -> float:
     return float(math.ceil(q))
 
 
-def stitch_pair(events, tcp: bool, p: StitchParams, ta_global: float):
+def stitch_pair(events, tcp: bool, p: StitchParams, ta_global: float = 0.0):
     """(head index per event, active flag per event, (timeout, resolution, dead time)) for one pair."""
     order = by_port(events)
     head = list(range(len(events)))
     for k in range(1, len(order)):
         a, b = order[k - 1], order[k]
-        if _continues(events[a], events[b], tcp, p, ta_global):
+        if _continues(events[a], events[b], tcp, p, p.active_timeout_s):
             head[b] = head[a]
     dur = [e["end"] - e["start"] for e in events]
     ta = p.active_timeout_s
