@@ -2,8 +2,9 @@
 
 One SyslogParser serves every socket, so a session started in a message over UDP can end over TCP. Each TCP
 connection has its own SyslogFramer (octet counting or LF, told apart per frame, bounded). Rows are collected in one
-FlowBatchBuilder and handed to ``on_rows(batch)`` once per event-loop pass (``call_soon``): datagrams that arrive
-together become one batch without any timer, and a lone message is delivered on the next loop iteration.
+FlowBatchBuilder and handed to ``on_rows(batch)`` per time slice (FLUSH_SECONDS after the first waiting row) or as
+soon as FLUSH_ROWS wait, so a burst of datagrams makes a few large batches rather than one tiny batch each;
+``close()`` hands on whatever is waiting.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ log = logging.getLogger("brokerwatch.syslog")
 
 #: Largest datagram read (UDP cannot carry more).
 MAX_DATAGRAM = 65535
+#: Rows are handed on after this long (a time slice, as the flow receive path's 10 ms coalescing) or ...
+FLUSH_SECONDS = 0.01
+#: ... as soon as this many are waiting.
+FLUSH_ROWS = 4096
 #: Open TCP connections accepted at once; more are closed and counted.
 MAX_CONNECTIONS = 1024
 
@@ -47,9 +52,12 @@ class _Sink:
         self._loop = asyncio.get_running_loop()
 
     def rows_added(self) -> None:
-        if not self._scheduled and len(self.builder):
+        n = len(self.builder)
+        if n >= FLUSH_ROWS:
+            self.flush()
+        elif n and not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self.flush)
+            self._loop.call_later(FLUSH_SECONDS, self.flush)
 
     def flush(self) -> None:
         """Hand the rows collected so far to on_rows."""
