@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run the collector service",
-        description="Listen for NetFlow v5/v9 and IPFIX (UDP 2055 and 4739), sFlow (UDP 6343) and syslog (UDP 5514 "
-        "by default), score (source, broker) pairs every analysis cadence and print alerts as JSON lines on stdout "
+        description="Listen for NetFlow v5/v9 and IPFIX (UDP 2055 and 4739, IPFIX also TCP 4739), sFlow (UDP 6343) "
+        "and syslog (UDP and TCP 5514 by default), score (source, broker) pairs every analysis cadence and print alerts as JSON lines on stdout "
         "and to the alerts file. Ctrl-C or SIGTERM flushes and exits 0.",
     )
     run.add_argument("--config", metavar="FILE", help="YAML config (defaults are used for every key it omits)")
@@ -49,12 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--listen", metavar="HOST", default="0.0.0.0",
                      help="address to bind the listeners to (default: 0.0.0.0)")
     run.add_argument("--netflow-port", type=int, default=2055, metavar="PORT", help="NetFlow/IPFIX UDP port (2055)")
-    run.add_argument("--ipfix-port", type=int, default=4739, metavar="PORT", help="IPFIX UDP port (4739)")
+    run.add_argument("--ipfix-port", type=int, default=4739, metavar="PORT", help="IPFIX UDP and TCP port (4739)")
     run.add_argument("--sflow-port", type=int, default=6343, metavar="PORT", help="sFlow UDP port (6343)")
     run.add_argument("--syslog-port", type=int, default=5514, metavar="PORT", help="syslog UDP port (5514)")
     run.add_argument("--cadence", type=float, metavar="SECONDS",
                      help="seconds between analysis passes (default: from TimeWindow.cadence)")
-    run.add_argument("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers (host:port,...) for the topics")
+    run.add_argument("--state", metavar="FILE", default="state/decoders.json",
+                     help="where NetFlow v9/IPFIX templates and sampling rates are kept across restarts "
+                          "(default: state/decoders.json; '' to keep none)")
 
     replay = sub.add_parser(
         "replay",
@@ -66,7 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("inputs", nargs="+", metavar="INPUT", help="capture or log files, processed in order")
     replay.add_argument("--config", metavar="FILE", help="YAML config")
     replay.add_argument("--alerts", metavar="FILE", help="write alerts to FILE instead of stdout")
-    replay.add_argument("--kafka", metavar="BOOTSTRAP", help="also publish alerts to Kafka")
 
     decode = sub.add_parser(
         "decode",

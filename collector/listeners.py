@@ -255,3 +255,58 @@ def make_receiver(sock: socket.socket, pipeline: FlowPipeline, hint: str | None 
     if _recvmmsg is not None:
         return MmsgUdpReceiver(sock, pipeline, hint)
     return UdpReceiver(sock, pipeline, hint)
+
+
+class IpfixTcpServer:
+    """IPFIX over TCP (RFC 7011 §10.4): each connection's byte stream cut into messages by the header length.
+
+    A stream that cannot be framed (not IPFIX, impossible length, too much buffered) is closed and counted; the
+    exporter reconnects and resends templates, as RFC 7011 expects.
+    """
+
+    def __init__(self, pipeline: FlowPipeline, max_connections: int = 1024):
+        self._pipeline = pipeline
+        self._max = max_connections
+        self._conns: set[asyncio.Task] = set()
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on host:port."""
+        self.server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from collector.decoders import DecodeError
+        from collector.decoders.ipfix import IpfixStreamFramer
+
+        counters = self._pipeline.counters
+        if len(self._conns) >= self._max:
+            counters.inc("brokerwatch_ipfix_tcp_refused_total", ("too_many_connections",))
+            writer.close()
+            return
+        task = asyncio.current_task()
+        self._conns.add(task)
+        peer = writer.get_extra_info("peername")[0]
+        framer = IpfixStreamFramer()
+        counters.inc("brokerwatch_ipfix_tcp_connections_total")
+        try:
+            while True:
+                chunk = await reader.read(1 << 16)
+                if not chunk:
+                    break
+                for message in framer.feed(chunk):
+                    self._pipeline.on_datagram(message, peer, "ipfix")
+        except DecodeError as exc:
+            self._pipeline.decoders.reject("ipfix", f"tcp_{exc.reason}", None, exc.detail)
+        except (ConnectionError, OSError):
+            counters.inc("brokerwatch_ipfix_tcp_errors_total", ("connection",))
+        finally:
+            self._conns.discard(task)
+            writer.close()
+
+    async def close(self) -> None:
+        """Stop accepting, end open connections, and let what they delivered be decoded."""
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        for t in list(self._conns):
+            t.cancel()

@@ -18,14 +18,18 @@ from analytics.detections import Detector
 from collector.bus import InProcessBus
 from collector.config import ConfigError, load_config
 from collector.metrics import Counters
-from collector.listeners import UdpReceiver, make_receiver, udp_socket
+from collector.listeners import IpfixTcpServer, UdpReceiver, make_receiver, udp_socket
 from collector.pipeline import FlowPipeline
 from collector.sinks import FanOut, JsonLinesSink
+from collector.state import load_state, save_state
 
 log = logging.getLogger("brokerwatch.service")
 
 class Service:
     """The running collector: listeners → pipeline → bus → detector → sinks."""
+
+    #: How often template state is written to the state file (and once more at stop).
+    STATE_EVERY_S = 60.0
 
     def __init__(self, args: argparse.Namespace, config):
         self.args = args
@@ -57,11 +61,17 @@ class Service:
             receiver.attach(loop)
             self._receivers.append(receiver)
             log.info("listening for %s on udp %s:%d", label, a.listen, sock.getsockname()[1])
+        loaded = load_state(a.state, self.pipeline.decoders) if a.state else 0
+        if loaded:
+            log.info("decoder state loaded from %s", a.state)
+        self._ipfix_tcp = IpfixTcpServer(self.pipeline)
+        await self._ipfix_tcp.start(a.listen, a.ipfix_port)
         await self._start_syslog(a)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop.set)
         print(f"brokerwatch: listening on {a.listen}: netflow/ipfix udp {a.netflow_port} and {a.ipfix_port}, "
-              f"sflow udp {a.sflow_port}, syslog {a.syslog_port}", file=sys.stderr, flush=True)
+              f"ipfix tcp {a.ipfix_port}, sflow udp {a.sflow_port}, syslog {a.syslog_port}", file=sys.stderr,
+              flush=True)
 
     async def _start_syslog(self, a: argparse.Namespace) -> None:
         try:
@@ -84,6 +94,7 @@ class Service:
         loop = asyncio.get_running_loop()
         for r in self._receivers:  # drains what the kernel already queued: nothing received before the stop is lost
             r.close(loop)
+        await self._ipfix_tcp.close()
         for c in self._closers:
             c.close()
         ticker.cancel()
@@ -93,8 +104,18 @@ class Service:
         for alert in self.detector.flush():
             self.sinks.write(alert)
         self.sinks.close()
+        self._save_state()
         print(self.summary(), file=sys.stderr, flush=True)
         return 0
+
+    def _save_state(self) -> None:
+        if not self.args.state:
+            return
+        try:
+            save_state(self.args.state, self.pipeline.decoders)
+        except OSError as exc:
+            self.counters.inc("brokerwatch_state_save_errors_total", (type(exc).__name__,))
+            log.warning("cannot save decoder state to %s: %s", self.args.state, exc)
 
     def summary(self) -> str:
         """One line of what moved: datagrams, records by dataset, rejections by reason, alerts written."""
@@ -114,11 +135,15 @@ class Service:
         """Flush the receive builder often, and evaluate the detector every cadence."""
         loop = asyncio.get_running_loop()
         next_eval = loop.time() + cadence
+        next_save = loop.time() + self.STATE_EVERY_S
         while True:
             await asyncio.sleep(min(0.2, cadence))
             for r in self._receivers:
                 r.flush()
             self.pipeline.flush()
+            if loop.time() >= next_save:
+                next_save = loop.time() + self.STATE_EVERY_S
+                self._save_state()
             if loop.time() >= next_eval:
                 next_eval = loop.time() + cadence
                 for alert in self.detector.evaluate():

@@ -7,18 +7,14 @@ over MQTT to an outside broker among benign traffic. Both paths must alert on th
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from collector.cli import main
 from collector.pcap import datagrams
-from tests.conftest import FIXTURES, REPO
+from tests.conftest import FIXTURES
+from tests.live import Running
 
 V5_FIXTURE = FIXTURES / "netflow_v5" / "softflowd_beacon_world.pcap"
 LABELS = FIXTURES / "traffic" / "beacon_world.labels.json"
@@ -54,40 +50,16 @@ def test_replay_alerts_on_the_beacon_and_nothing_else(tmp_path, capsys):
     assert "BrokerAllowList" in ev["fired"] and "ProtocolPortList" in ev["fired"]
 
 
-def _free_udp_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.mark.live
 def test_live_run_over_loopback_udp_sees_the_same_alert(tmp_path):
-    ports = {name: _free_udp_port() for name in ("netflow", "ipfix", "sflow", "syslog")}
-    alerts = tmp_path / "alerts.jsonl"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "collector.cli", "run", "--listen", "127.0.0.1",
-         "--netflow-port", str(ports["netflow"]), "--ipfix-port", str(ports["ipfix"]),
-         "--sflow-port", str(ports["sflow"]), "--syslog-port", str(ports["syslog"]),
-         "--alerts", str(alerts), "--cadence", "0.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-    try:
-        banner = proc.stderr.readline()
-        assert "listening" in banner, banner + proc.stderr.read()
-        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sent = 0
-        for d in datagrams(str(V5_FIXTURE)):
-            sender.sendto(d.payload, ("127.0.0.1", ports["netflow"]))
-            sent += 1
-        proc.send_signal(signal.SIGTERM)  # the service drains its sockets, evaluates and flushes on the way out
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr
-    assert f"stopped after {sent} datagrams" in stderr
+    svc = Running(tmp_path, extra=("--cadence", "0.5"))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent = 0
+    for d in datagrams(str(V5_FIXTURE)):
+        sender.sendto(d.payload, ("127.0.0.1", svc.ports["netflow"]))
+        sent += 1
+    result = svc.stop()  # SIGTERM: the service drains its sockets, evaluates and flushes on the way out
+    assert f"stopped after {sent} datagrams" in result["stderr"]
     expected = {("AN0005", *pair) for pair in labelled_pairs("c2")}
-    assert alert_pairs(alerts.read_text().splitlines()) == expected
-    assert alert_pairs(stdout.splitlines()) == expected
+    assert alert_pairs((tmp_path / "alerts.jsonl").read_text().splitlines()) == expected
+    assert alert_pairs(result["stdout"].splitlines()) == expected

@@ -1,0 +1,72 @@
+"""The running service over loopback: IPFIX over TCP framing, template state kept across a restart, clean stops."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from collector.cli import main
+from collector.pcap import datagrams
+from tests.live import Running
+
+pytestmark = pytest.mark.live
+
+
+def _expected(paths, capsys) -> dict:
+    assert main(["decode", "--count", *map(str, paths)]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_ipfix_over_tcp_in_odd_chunks_and_a_broken_stream(tmp_path, corpus, capsys):
+    files = [corpus / "flow_pcaps" / "akvorado_ipfix_templates_ipfixprobe.pcap",
+             corpus / "flow_pcaps" / "akvorado_ipfix_data_ipfixprobe.pcap"]
+    expected = _expected(files, capsys)
+    assert expected["records"].get("ipfix", 0) > 0
+    stream = b"".join(d.payload for f in files for d in datagrams(str(f)))
+    svc = Running(tmp_path)
+    try:
+        with socket.create_connection(("127.0.0.1", svc.ports["ipfix"])) as c:
+            for i in range(0, len(stream), 7):  # messages split across reads
+                c.sendall(stream[i:i + 7])
+        with socket.create_connection(("127.0.0.1", svc.ports["ipfix"])) as c:
+            c.sendall(b"\x00\x09\x00\x10" + b"\x00" * 12)  # a v9 header on the IPFIX TCP port: closed, counted
+            c.recv(10)  # the service closes the connection
+    finally:
+        result = svc.stop()
+    assert result["records"] == expected["records"]
+    assert result["rejected"] == {"ipfix.tcp_bad_version": 1}
+
+
+def test_templates_survive_a_restart(tmp_path, corpus, capsys):
+    template = corpus / "flow_pcaps" / "akvorado_v9_template.pcap"
+    data = corpus / "flow_pcaps" / "akvorado_v9_data.pcap"
+    expected = _expected([template, data], capsys)
+    assert expected["records"] == {"netflow.v9": 4}
+    state = tmp_path / "state" / "decoders.json"
+
+    def send(svc, path):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for d in datagrams(str(path)):
+            s.sendto(d.payload, ("127.0.0.1", svc.ports["netflow"]))
+
+    first = Running(tmp_path, str(state))
+    send(first, template)
+    assert first.stop()["records"] == {}
+    assert state.exists()
+    second = Running(tmp_path, str(state))  # restarted: only data arrives, and it decodes
+    send(second, data)
+    assert second.stop()["records"] == {"netflow.v9": 4}
+    cold = Running(tmp_path, "")  # without the state file the same data waits for its template
+    send(cold, data)
+    assert cold.stop()["records"] == {}
+
+
+def test_corrupt_state_file_starts_cold(tmp_path):
+    state = tmp_path / "decoders.json"
+    state.write_text("{not json")
+    svc = Running(tmp_path, str(state))
+    assert any("ignoring decoder state" in line for line in svc.log)
+    assert svc.stop()["records"] == {}
+    assert json.loads(state.read_text())["version"] == 1  # rewritten at stop
