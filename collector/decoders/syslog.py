@@ -395,7 +395,15 @@ class ProfileError(ValueError):
         self.key = key
 
 
-_KV = re.compile(r"([A-Za-z_][\w.\-]*)=(\"(?:[^\"\\]|\\.)*\"|\S*)")
+# key=value with the value bare or double-quoted (backslash escapes allowed inside the quotes); the quotes are kept
+# in the fields dict and taken off by the getters (dict() of findall runs in C; unquoting only what is used).
+_KV = re.compile(r'([A-Za-z_][\w.\-]*)=("[^"\\]*(?:\\.[^"\\]*)*"|\S*)')
+
+
+def _unquote(v):
+    if v and v[0] == '"' and v[-1] == '"' and len(v) > 1:
+        return v[1:-1]
+    return v
 
 _PROFILE_KEYS = {"vendor", "description", "documents", "samples", "timezone", "priority", "recognise", "extract",
                  "messages", "fields", "emit_open", "app_protocols", "orient_unknown", "max_line"}
@@ -425,7 +433,7 @@ def _getter(spec: Any, where: str, path: Path) -> Callable[[dict], str | None]:
     if isinstance(spec, bool):
         raise ProfileError(path, where, "a field name, a CSV column number or a list of them, not true/false")
     if isinstance(spec, int):
-        return lambda f, k=spec: f.get(k)
+        return lambda f, k=spec: _unquote(f.get(k))
     if isinstance(spec, dict):
         if set(spec) != {"const"}:
             raise ProfileError(path, where, f"unknown keys {sorted(set(spec) - {'const'})} (only 'const')")
@@ -436,7 +444,7 @@ def _getter(spec: Any, where: str, path: Path) -> Callable[[dict], str | None]:
             parts = [int(p) if p.strip().isdigit() else p.strip() for p in spec.split("+")]
 
             def total(f: dict) -> str | None:
-                vals = [f.get(p) for p in parts]
+                vals = [_unquote(f.get(p)) for p in parts]
                 vals = [v for v in vals if v not in (None, "")]
                 if not vals:
                     return None
@@ -446,7 +454,7 @@ def _getter(spec: Any, where: str, path: Path) -> Callable[[dict], str | None]:
                     return "x"  # not a number: rejected where it is used
 
             return total
-        return lambda f, k=spec: f.get(k)
+        return lambda f, k=spec: _unquote(f.get(k))
     raise ProfileError(path, where, f"expected a field name, a column number, 'a+b' or a list, got {spec!r}")
 
 
@@ -482,8 +490,7 @@ def _extractor(spec: Any, where: str, path: Path) -> Callable[[Header, dict], bo
             pairs = _KV.findall(getattr(h, source))
             if first:
                 pairs.reverse()
-            for k, v in pairs:
-                f[k] = v[1:-1] if v[:1] == '"' and len(v) > 1 else v
+            f.update(pairs)
             return bool(pairs)
 
         return kv
@@ -541,7 +548,7 @@ def _when(spec: Any, where: str, path: Path) -> Callable[[Header, dict], bool]:
             want = {str(x).lower() for x in spec["in"]}
         else:
             raise ProfileError(path, where, "'field' needs 'equals' or a list 'in'")
-        tests.append(lambda h, f: str(f.get(key, "")).lower() in want)
+        tests.append(lambda h, f: str(_unquote(f.get(key, ""))).lower() in want)
     if "regex" in spec:
         rx = _compile_regex(spec["regex"], f"{where}.regex", path)
         tests.append(lambda h, f: rx.search(h.body) is not None)
