@@ -223,8 +223,8 @@ def _acf_at(x, n, lag, denom):
 
 @numba.njit(cache=True)
 def _pair_stats(t, lo, hi, burst_min, burst_frac, min_beats, res, lattice, dead, spec_min_beats, nmax, nperm, seed, logp_lo,
-                logp_hi, madm_cutoff, jitters, out, beats, tmp, x, xs, re, im, power, cos_t, sin_t):
-    """All statistics of one pair's sorted event times t[lo:hi] into out (length NF)."""
+                logp_hi, madm_cutoff, jitters, out, beats, tmp, gsb, hist, obs, x, xs, re, im, power, cos_t, sin_t):
+    """All statistics of one pair's sorted event times t[lo:hi] into out (length NF); the rest is scratch."""
     for k in range(out.shape[0]):
         out[k] = 0.0
     n = hi - lo
@@ -240,8 +240,8 @@ def _pair_stats(t, lo, hi, burst_min, burst_frac, min_beats, res, lattice, dead,
             m += 1
     thr = burst_min
     if m > 0:
-        s = np.sort(tmp[:m])
-        thr = max(burst_min, burst_frac * _quantile_sorted(s, m, 0.5))
+        tmp[:m].sort()
+        thr = max(burst_min, burst_frac * _quantile_sorted(tmp, m, 0.5))
     beats[0] = t[lo]
     nb = 1
     for i in range(lo + 1, hi):
@@ -254,22 +254,24 @@ def _pair_stats(t, lo, hi, burst_min, burst_frac, min_beats, res, lattice, dead,
         return
     mg = nb - 1
     for i in range(mg):
-        tmp[i] = beats[i + 1] - beats[i]
-    gs = np.sort(tmp[:mg])
+        gsb[i] = beats[i + 1] - beats[i]
+    gs = gsb[:mg]
+    gs.sort()
     med = _quantile_sorted(gs, mg, 0.5)
     q1 = _quantile_sorted(gs, mg, 0.25)
     q3 = _quantile_sorted(gs, mg, 0.75)
     bowley = (q3 + q1 - 2.0 * med) / (q3 - q1) if q3 > q1 else 0.0
     for i in range(mg):
         tmp[i] = abs(gs[i] - med)
-    dev = np.sort(tmp[:mg])
-    mad = _quantile_sorted(dev, mg, 0.5)
+    tmp[:mg].sort()
+    mad = _quantile_sorted(tmp, mg, 0.5)
     out[F_BOWLEY] = bowley
     out[F_MAD] = mad
     out[F_MAD_RATIO] = mad / med if med > 0 else 0.0
 
     # hour-of-day histogram (RITA's 24 bins)
-    hist = np.zeros(24)
+    for h in range(24):
+        hist[h] = 0.0
     for i in range(nb):
         hist[int(math.floor(beats[i] / 3600.0)) % 24] += 1.0
     hours = min(24, int(out[F_SPAN] // 3600.0) + 1)
@@ -388,7 +390,8 @@ def _pair_stats(t, lo, hi, burst_min, burst_frac, min_beats, res, lattice, dead,
         if denom > 0.0:
             _periodogram(x, nbins, re, im, power, cos_t, sin_t, cos_t.shape[0] * 2)
             half = nbins // 2
-            obs = power[: half + 1].copy()
+            for f in range(half + 1):
+                obs[f] = power[f]
             # screening: a shuffled series' ordinates are about exponential with mean denom*n/(n-1); a peak far
             # below the level that could reach logp_lo skips the permutations (the common, aperiodic case)
             pk = 0.0
@@ -505,6 +508,9 @@ def _score_all(offsets, t, res_pair, dead_pair, burst_min, burst_frac, min_beats
             longest = max(longest, offsets[p + 1] - offsets[p])
         beats = np.empty(longest)
         tmp = np.empty(longest)
+        gsb = np.empty(longest)
+        hist = np.empty(24)
+        obs = np.empty(nmax // 2 + 1)
         x = np.empty(nmax)
         xs = np.empty(nmax)
         re = np.empty(nmax)
@@ -513,7 +519,7 @@ def _score_all(offsets, t, res_pair, dead_pair, burst_min, burst_frac, min_beats
         for p in range(bounds[c], bounds[c + 1]):
             _pair_stats(t, offsets[p], offsets[p + 1], burst_min, burst_frac, min_beats, max(res, res_pair[p]),
                         res_pair[p], dead_pair[p], spec_min_beats, nmax, nperm, seed, logp_lo, logp_hi, madm_cutoff, jitters,
-                        out[p], beats, tmp, x, xs, re, im, power, cos_t, sin_t)
+                        out[p], beats, tmp, gsb, hist, obs, x, xs, re, im, power, cos_t, sin_t)
     return out
 
 

@@ -24,23 +24,28 @@ def _median_sorted(a):
 
 
 @numba.njit(cache=True)
-def _pair_bytes(nbytes, packets, lo, hi, threshold, out):
+def _pair_bytes(nbytes, packets, lo, hi, threshold, out, b, d):
+    """Byte statistics of rows lo:hi into out; b and d are scratch of at least hi - lo values."""
     for k in range(out.shape[0]):
         out[k] = 0.0
     n = hi - lo
     if n == 0:
         return
-    b = np.sort(nbytes[lo:hi].astype(np.float64))
-    med = _median_sorted(b)
+    for i in range(n):
+        b[i] = float(nbytes[lo + i])
+    b[:n].sort()
+    med = _median_sorted(b[:n])
     out[0] = med
-    out[1] = _median_sorted(np.sort(np.abs(b - med)))
+    for i in range(n):
+        d[i] = abs(b[i] - med)
+    d[:n].sort()
+    out[1] = _median_sorted(d[:n])
     run = 1
     best = 1
     for i in range(1, n):
         run = run + 1 if b[i] == b[i - 1] else 1
         best = max(best, run)
     out[2] = best / n
-    bpp = np.empty(n)
     m = 0
     tb = 0.0
     tp = 0.0
@@ -51,15 +56,18 @@ def _pair_bytes(nbytes, packets, lo, hi, threshold, out):
         tp += float(packets[i])
         if packets[i] > 0:
             v = float(nbytes[i]) / float(packets[i])
-            bpp[m] = v
+            b[m] = v
             m += 1
             if v > threshold:
                 nlong += 1
                 lbytes += float(nbytes[i])
-    s = np.sort(bpp[:m])
-    pmed = _median_sorted(s)
+    b[:m].sort()
+    pmed = _median_sorted(b[:m])
     out[3] = pmed
-    out[4] = _median_sorted(np.sort(np.abs(s - pmed)))
+    for i in range(m):
+        d[i] = abs(b[i] - pmed)
+    d[:m].sort()
+    out[4] = _median_sorted(d[:m])
     out[5] = nlong / m if m else 0.0
     out[6] = nlong
     out[7] = lbytes
@@ -75,8 +83,13 @@ def _bytes_all(offsets, nbytes, packets, threshold, nchunks):
     bounds[0] = 0
     bounds[nchunks] = npairs
     for c in prange(nchunks):
+        longest = 1
         for p in range(bounds[c], bounds[c + 1]):
-            _pair_bytes(nbytes, packets, offsets[p], offsets[p + 1], threshold, out[p])
+            longest = max(longest, offsets[p + 1] - offsets[p])
+        b = np.empty(longest)
+        d = np.empty(longest)
+        for p in range(bounds[c], bounds[c + 1]):
+            _pair_bytes(nbytes, packets, offsets[p], offsets[p + 1], threshold, out[p], b, d)
     return out
 
 
