@@ -8,6 +8,7 @@ one record per beacon connection.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import struct
@@ -168,6 +169,11 @@ def as_flows(records: list[dict]) -> Counter:
                     r["network"]["packets"]) for r in records)
 
 
+def _epoch(text: str) -> float:
+    """Seconds since the epoch of an RFC 3339 UTC time as ``brokerwatch decode`` prints it."""
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 @pytest.fixture(scope="module")
 def labels() -> dict:
     return json.loads(LABELS.read_text())
@@ -214,6 +220,18 @@ def test_decode_agrees_with_tshark(name, port, module, dataset, labels, tmp_path
         # sliced by the active timeout), and every labelled initiator pair is there.
         assert len(out) == len(back) == c2["connections"]
         assert not missing
+        # Times come from the capture (softflowd -a, pmacct's packet times): each beacon's outbound record starts at
+        # its labelled beat (the SYN) and lasts well under a second. NetFlow v9 headers carry whole seconds beside
+        # a millisecond uptime, so their times can be up to 1 s early.
+        starts = sorted(_epoch(r["event"]["start"]) for r in records
+                        if (r["source"]["ip"], r["destination"]["ip"], r["destination"].get("port"))
+                        == (c2["src"], c2["dst"], c2["dport"]))
+        assert len(starts) == len(c2["beats"])
+        assert max(abs(a - b) for a, b in zip(starts, c2["beats"])) < 1.0
+        t0, t1 = labels["start"], labels["start"] + labels["duration_s"]
+        for r in records:
+            start, end = _epoch(r["event"]["start"]), _epoch(r["event"]["end"])
+            assert t0 - 1 <= start <= end <= t1, r
 
 
 def test_labels_match_the_traffic(labels):
