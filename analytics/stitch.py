@@ -97,8 +97,19 @@ def _continues(prev, cur, start, end, flags, sport, tcp, tol, max_gap, ta, share
 
 @numba.njit(cache=True)
 def _port_order(sport, lo, hi):
-    # stable by source port: events of one 5-tuple stay in time order
-    return np.argsort(sport[lo:hi], kind="mergesort") + lo
+    # stable by source port: events of one 5-tuple stay in time order (insertion sort for the usual short pairs)
+    n = hi - lo
+    if n > 48:
+        return np.argsort(sport[lo:hi], kind="mergesort") + lo
+    order = np.empty(n, np.int64)
+    for k in range(n):
+        v = sport[lo + k]
+        j = k
+        while j > 0 and sport[order[j - 1]] > v:
+            order[j] = order[j - 1]
+            j -= 1
+        order[j] = lo + k
+    return order
 
 
 @numba.njit(cache=True)
@@ -290,14 +301,30 @@ def stitch(seg: PairSegments, params: StitchParams = StitchParams()) -> Stitched
     return Stitched(head, active, slices, ta, pair_out)
 
 
+@numba.njit(cache=True)
+def _beats(offsets, beat, start_ns):
+    npairs = offsets.shape[0] - 1
+    out_off = np.zeros(npairs + 1, np.int64)
+    for p in range(npairs):
+        c = 0
+        for i in range(offsets[p], offsets[p + 1]):
+            if beat[i]:
+                c += 1
+        out_off[p + 1] = out_off[p] + c
+    idx = np.empty(out_off[npairs], np.int64)
+    t = np.empty(out_off[npairs])
+    k = 0
+    for i in range(beat.shape[0]):
+        if beat[i]:
+            idx[k] = i
+            t[k] = start_ns[i] / 1e9
+            k += 1
+    return out_off, t, idx
+
+
 def beat_segments(seg: PairSegments, st: Stitched) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(offsets, times in s, event index) of the events the beacon kernels see, per pair, in time order."""
-    keep = st.beat
-    counts = np.bincount(seg.pair_of_event()[keep], minlength=seg.n_pairs).astype(np.int64)
-    offsets = np.zeros(seg.n_pairs + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    idx = np.flatnonzero(keep)
-    return offsets, seg.events["start_ns"][idx].astype(np.float64) / NS, idx
+    return _beats(seg.offsets, np.ascontiguousarray(st.beat), np.ascontiguousarray(seg.events["start_ns"]))
 
 
 def _nchunks(seg: PairSegments) -> int:
