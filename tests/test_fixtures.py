@@ -208,6 +208,14 @@ def test_decode_agrees_with_tshark(name, port, module, dataset, labels, tmp_path
     seen = {(r["source"]["ip"], r["destination"]["ip"], r["destination"].get("port"), r["network"]["iana_number"])
             for r in records}
     missing = [p for p in labels["pairs"] if (p["src"], p["dst"], p["dport"], p["proto"]) not in seen]
+    # ... and the labels cover every record, whichever way it runs.
+    labelled = {(p["src"], p["dst"], p["dport"], p["proto"]) for p in labels["pairs"]}
+    unlabelled = [r for r in records
+                  if (r["source"]["ip"], r["destination"]["ip"], r["destination"].get("port"),
+                      r["network"]["iana_number"]) not in labelled
+                  and (r["destination"]["ip"], r["source"]["ip"], r["source"].get("port"),
+                       r["network"]["iana_number"]) not in labelled]
+    assert not unlabelled
     if dataset == "sflow":
         # Sampled 1 in 2 at random: a beacon connection has 8 packets out (all unsampled: 0.4%) and 4 back (6%).
         rate = records[0]["brokerwatch"]["sampling_rate"]
