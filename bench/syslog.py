@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import calendar
+import os
 import re
 import sys
 import time
@@ -47,6 +48,18 @@ def lines_for(profile: str, n: int) -> list[bytes]:
         out.append(port.sub(lambda m: m.group(1) + str(k).encode(), line, count=1))
         i += 1
     return out
+
+
+def calibration_ms() -> float:
+    """Time of a fixed pure-Python loop, so figures from a loaded or slow machine can be compared."""
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        x = 0
+        for i in range(1_000_000):
+            x += i & 7
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
 
 
 def bench_profile(profile: str, n: int) -> tuple[float, int]:
@@ -106,7 +119,10 @@ def main() -> int:
     ap.add_argument("--profile", choices=sorted(SAMPLES))
     ap.add_argument("--no-listener", action="store_true")
     a = ap.parse_args()
-    print(f"syslog parsing, one core, {a.lines} lines per profile (python {sys.version.split()[0]})")
+    print(f"syslog parsing, one core, {a.lines} lines per profile (python {sys.version.split()[0]}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    print(f"  calibration: {calibration_ms():.1f} ms for a fixed 10^6-step pure-Python loop (run this script on "
+          "another machine to scale the figures below)")
     for profile in ([a.profile] if a.profile else SAMPLES):
         rate, rows = bench_profile(profile, a.lines)
         print(f"  {profile:12s} {rate / 1e3:8.1f}k lines/s   {rows} rows")

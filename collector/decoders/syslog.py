@@ -20,7 +20,29 @@ start that never ends is not a flow (counted when it is evicted). Nothing here r
 counted by reason in ``brokerwatch_decoder_errors_total{syslog.<vendor>|syslog, reason}`` and messages no profile
 knows in ``brokerwatch_syslog_unmatched_total``.
 
-Adding a vendor is adding a YAML file (see ``device_profiles/README.md``); no change here.
+Adding a vendor is adding a YAML file; no change here. A profile (validated on load; an error names the file and
+the key, e.g. ``panos.yaml: messages[1].fields.colour: unknown record field``) has:
+
+- ``vendor`` (dataset ``syslog.<vendor>``), ``samples`` (fixture/corpus files that prove it; ``corpus:`` prefix for
+  the shared corpus), ``documents``, ``description``, ``timezone`` (for stamps without an offset; default UTC),
+  ``priority`` (lower is tried first), ``orient_unknown`` (``lower_port_is_destination`` for end messages whose
+  start was not seen and that do not say who initiated), ``emit_open`` (start messages are records too).
+- ``recognise``: ``app`` (regex on the header's APP-NAME/TAG), ``msgid``, ``contains`` (any of these substrings),
+  ``regex`` (searched in the body; its named groups become fields). All given must hold.
+- ``extract``: steps run on every recognised message: ``{type: kv|csv|regex, source: body|msg|sd}``; kv takes
+  ``duplicates: first|last``, csv ``delimiter``, regex ``pattern`` and ``search: false`` to anchor it.
+- ``fields``: record field -> source: a name, a CSV column number, ``"a+b"`` (sum), a list of alternatives, or
+  ``{const: V}``. Record fields: src_ip, dst_ip, src_port, dst_port, proto, bytes, packets, app, in_if, out_if,
+  action, duration ``{field, format: seconds|milliseconds|hms}``, and times start/end/time as
+  ``{field|fields, format: ymd_hms|clf|bsd|epoch}`` or a list of them (the first that parses wins; then the header's
+  stamp; then the receive time). end = start + duration when start is given, else start = end - duration.
+- ``app_protocols``: the firewall's application id (any case) -> mqtt, amqp, xmpp, stomp, nats, mqtt-over-websocket.
+- ``messages``: the message kinds that make records, the first whose ``when`` holds (``{field, equals|in}``,
+  ``{regex}``, ``{msgid}`` or a list of them) is used, with its own ``extract`` steps (a failing one rejects the
+  message as ``malformed``), ``fields`` (over the profile's), ``kind`` (flow, open, close, or ``{field, map,
+  default}``), ``session`` (the fields that identify a connection), ``action`` (an ACTIONS name or ``{field, map,
+  default}``) and ``swap`` (``{field, in}``: the values that mean the message names the responder first).
+  A recognised message that no ``when`` selects is counted in ``brokerwatch_syslog_unmatched_total{vendor}``.
 """
 
 from __future__ import annotations
@@ -230,6 +252,9 @@ def stamp_to_ns(stamp: tuple, tz: str, ref_ns: int) -> int:
     key = (year, mon, day, hh, mm, off, tz if off is None else "")
     base = _minute_cache.get(key)
     if base is None:
+        if not (1 <= mon <= 12 and 1 <= day <= calendar.monthrange(year, mon)[1] and hh < 24 and mm < 60
+                and ss <= 60 and 1 <= year <= 9999):
+            raise ValueError(f"not a date: {stamp}")
         if off is not None:
             base = calendar.timegm((year, mon, day, hh, mm, 0)) - off
         else:

@@ -289,3 +289,14 @@ def test_random_lines_never_raise(parts):
 def test_random_bytes_never_raise(data):
     b = FlowBatchBuilder(16)
     assert _PARSER.feed_datagram(data, (0, 0), REF, b) == len(b)
+
+
+def test_impossible_date_in_a_field_falls_back_to_the_next_time_source():
+    """PAN-OS start time '2026/13/01' is not a date: the generated time (column 6) is the end, start = end - 60 s."""
+    line = ("1,2026/11/28 11:21:00,0132,TRAFFIC,end,2561,2026/11/28 11:21:00,10.5.0.21,198.51.100.51,,,r,,,amqp,vsys1,"
+            "t,u,e1,e2,fwd,2026/11/28 11:21:00,70002,1,50124,5671,0,0,0x0,tcp,allow,5000,2000,3000,30,"
+            "2026/13/01 00:00:00,60,any").encode()
+    b = FlowBatchBuilder(4)
+    assert SyslogParser(Counters(), reference_ns=REF).feed_line(line, (0, 0), 0, b) == 1
+    batch = b.build()
+    assert (int(batch.start_ns[0]), int(batch.end_ns[0])) == (ns(2026, 11, 28, 11, 20, 0), ns(2026, 11, 28, 11, 21, 0))
