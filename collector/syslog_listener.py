@@ -1,4 +1,4 @@
-"""asyncio syslog servers: UDP datagrams and TCP streams (plain or TLS, RFC 5425) into SyslogParser, rows out in batches.
+"""asyncio syslog servers: UDP datagrams and TCP streams (plain or TLS, RFC 5425) into SyslogParser, rows out batched.
 
 One SyslogParser serves every socket, so a session started in a message over UDP can end over TCP. Each TCP
 connection has its own SyslogFramer (octet counting or LF, told apart per frame, bounded). Rows are collected in one

@@ -754,7 +754,8 @@ def load_profile(path: str | Path) -> Profile:
         raise ProfileError(path, sorted(unknown)[0], f"unknown key (known: {sorted(_PROFILE_KEYS)})")
     vendor = data.get("vendor")
     if not isinstance(vendor, str) or not re.fullmatch(r"[a-z0-9_]+", vendor):
-        raise ProfileError(path, "vendor", "required: lower-case letters, digits and '_' (the dataset is syslog.<vendor>)")
+        raise ProfileError(path, "vendor",
+                           "required: lower-case letters, digits and '_' (the dataset is syslog.<vendor>)")
     samples = data.get("samples")
     if not isinstance(samples, list) or not samples or not all(isinstance(s, str) for s in samples):
         raise ProfileError(path, "samples", "required: the list of fixture/sample files that prove this profile")

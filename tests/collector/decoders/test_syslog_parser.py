@@ -110,7 +110,8 @@ def test_year_inference_around_new_year():
 
 
 def test_profile_zone_and_per_sender_override(tmp_path):
-    line = b"Jul  1 12:00:00 fw filterlog: 5,,,1,em0,match,block,in,4,0x0,,64,1,0,none,17,udp,60,10.0.0.1,10.0.0.2,1,2,40"
+    line = (b"Jul  1 12:00:00 fw filterlog: "
+            b"5,,,1,em0,match,block,in,4,0x0,,64,1,0,none,17,udp,60,10.0.0.1,10.0.0.2,1,2,40")
     b = FlowBatchBuilder(4)
     SyslogParser(Counters(), reference_ns=REF).feed_line(line, (0, 1), 0, b)
     SyslogParser(Counters(), reference_ns=REF, timezones={"fw": "Europe/Paris"}).feed_line(line, (0, 1), 0, b)
@@ -125,7 +126,8 @@ def test_row_fields_dataset_exporter_flags():
     b = FlowBatchBuilder(4)
     c = Counters()
     p = SyslogParser(c, reference_ns=REF)
-    line = b"%ASA-4-106023: Deny icmp src outside:192.0.2.200 dst inside:10.1.1.50 (type 8, code 0) by access-group \"a\""
+    line = (b"%ASA-4-106023: Deny icmp src outside:192.0.2.200 dst inside:10.1.1.50 (type 8, code 0) "
+            b"by access-group \"a\"")
     assert p.feed_line(line, (0, 0xFFFF_C000_0201), REF, b) == 1
     batch = b.build()
     assert batch.dataset[0] == dataset_id("syslog.cisco_asa")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import calendar
 from pathlib import Path
 
-import pytest
 
 from analytics.schema import FlowBatchBuilder
 from collector.decoders.syslog import SyslogParser, load_profiles
