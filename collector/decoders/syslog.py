@@ -50,6 +50,7 @@ from __future__ import annotations
 import calendar
 import csv
 import datetime as _dt
+import functools
 import ipaddress
 import re
 import time
@@ -234,6 +235,11 @@ def _tzinfo(name: str) -> _dt.tzinfo:
 _minute_cache: dict[tuple, int] = {}
 
 
+@functools.lru_cache(maxsize=64)
+def _year_of(day: int) -> int:
+    return time.gmtime(day * 86400).tm_year
+
+
 def stamp_to_ns(stamp: tuple, tz: str, ref_ns: int) -> int:
     """ns since the epoch of a header/field stamp; naive stamps are in ``tz``; a missing year is inferred from ref_ns.
 
@@ -242,7 +248,7 @@ def stamp_to_ns(stamp: tuple, tz: str, ref_ns: int) -> int:
     """
     year, mon, day, hh, mm, ss, ns, off = stamp
     if year is None:
-        ref_year = time.gmtime(ref_ns // 1_000_000_000).tm_year
+        ref_year = _year_of(ref_ns // 86_400_000_000_000)
         guess = stamp_to_ns((ref_year, mon, day, hh, mm, ss, ns, off), tz, ref_ns)
         if guess > ref_ns + 31 * 86400 * 10**9:
             return stamp_to_ns((ref_year - 1, mon, day, hh, mm, ss, ns, off), tz, ref_ns)
@@ -634,6 +640,11 @@ class Profile:
     emit_open: bool
     orient_unknown: str
     samples: list[str] = field(default_factory=list)
+    #: The counter label of this profile's records (``syslog.<vendor>``).
+    label: tuple[str] = ()
+
+    def __post_init__(self) -> None:
+        self.label = (f"syslog.{self.vendor}",)
 
     def recognises(self, h: Header, f: dict) -> bool:
         """True when the message is this vendor's (fills f with the recognising regex's named groups)."""
@@ -1162,5 +1173,5 @@ class SyslogParser:
         row[0] = (r.start_ns, r.end_ns, r.src[0], r.src[1], r.dst[0], r.dst[1], exporter[0], exporter[1], r.bytes,
                   r.packets, 1, r.in_if, r.out_if, 0, r.src_port, r.dst_port, r.proto, r.tcp_flags, r.app, r.action,
                   profile.dataset, r.flags)
-        self.counters.inc("brokerwatch_decoder_records_total", (f"syslog.{profile.vendor}",))
+        self.counters.inc("brokerwatch_decoder_records_total", profile.label)
         return 1
