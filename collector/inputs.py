@@ -85,11 +85,7 @@ class OfflineSource:
                 done += len(d.payload) + 42
                 if d.payload[:1] == b"<":  # syslog inside a capture
                     decode_pending()
-                    syslog = self._syslog_parser()
-                    if syslog is not None:
-                        syslog.feed_datagram(d.payload, bytes_to_words(d.src), d.ts_ns, self._builder)
-                    else:
-                        self.decoders.reject("syslog", "no_parser")
+                    self._syslog_parser().feed_datagram(d.payload, bytes_to_words(d.src), d.ts_ns, self._builder)
                     continue
                 pending.append(d.payload)
                 pending_from.append(bytes_to_words(d.src))
@@ -107,17 +103,13 @@ class OfflineSource:
 
     def _syslog_parser(self):
         if self._syslog is None:
-            try:
-                from collector.decoders.syslog import SyslogParser
-            except ImportError:
-                return None
+            from collector.decoders.syslog import SyslogParser
+
             self._syslog = SyslogParser(self.counters)
         return self._syslog
 
     def _text(self, path: str) -> Iterator[FlowBatch]:
         parser = self._syslog_parser()
-        if parser is None:
-            raise InputError(f"{path}: not a capture or a flow export datagram, and no text parser is available")
         with open(path, "rb") as f:
             for line in f:
                 parser.feed_line(line, (0, 0), 0, self._builder)

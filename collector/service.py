@@ -74,10 +74,8 @@ class Service:
               flush=True)
 
     async def _start_syslog(self, a: argparse.Namespace) -> None:
-        try:
-            from collector.syslog_listener import start_syslog_listeners
-        except ImportError:  # syslog support not built into this version
-            return
+        from collector.syslog_listener import start_syslog_listeners
+
         closers = await start_syslog_listeners(a.listen, a.syslog_port, a.syslog_port, self.pipeline.on_rows,
                                                self.counters)
         self._closers.extend(closers)

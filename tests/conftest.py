@@ -11,6 +11,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
 
+# One absolute numba cache for the suite and the services it starts (in other working directories), so each
+# kernel is compiled once per machine rather than once per process.
+os.environ["NUMBA_CACHE_DIR"] = str((REPO / os.environ.get("NUMBA_CACHE_DIR", ".numba_cache")).resolve())
+
 
 def corpus_path() -> Path:
     """The public corpus: $BROKERWATCH_CORPUS, else ../shared/corpus beside the repository."""

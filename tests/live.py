@@ -56,7 +56,7 @@ class Running:
     def stop(self) -> dict:
         """SIGTERM, wait, and return the summary line's record and rejection counts (and stdout, stderr)."""
         self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=60)
+        out, err = self.proc.communicate(timeout=180)  # a cold numba cache compiles first
         err = "".join(self.log) + err
         assert self.proc.returncode == 0, err
         m = re.search(r"records (\{.*?\}); rejected (\{.*?\});", err)

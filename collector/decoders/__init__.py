@@ -85,29 +85,15 @@ def sniff_many(buf: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> np.ndarra
 
 
 def _factories() -> dict[str, Callable[[Counters], FlowDecoder]]:
-    """The explicit registry of flow decoders by name (imports deferred so a missing one fails loudly at use)."""
-    from collector.decoders import netflow_v5
+    """The explicit registry of flow decoders by name (imported here, not registered by import side effect)."""
+    from collector.decoders import ipfix, netflow_v5, netflow_v9, sflow_v5
 
-    registry: dict[str, Callable[[Counters], FlowDecoder]] = {"netflow.v5": netflow_v5.NetflowV5Decoder}
-    try:
-        from collector.decoders import netflow_v9
-
-        registry["netflow.v9"] = netflow_v9.NetflowV9Decoder
-    except ImportError:
-        pass
-    try:
-        from collector.decoders import ipfix
-
-        registry["ipfix"] = ipfix.IpfixDecoder
-    except ImportError:
-        pass
-    try:
-        from collector.decoders import sflow_v5
-
-        registry["sflow"] = sflow_v5.SflowV5Decoder
-    except ImportError:
-        pass
-    return registry
+    return {
+        "netflow.v5": netflow_v5.NetflowV5Decoder,
+        "netflow.v9": netflow_v9.NetflowV9Decoder,
+        "ipfix": ipfix.IpfixDecoder,
+        "sflow": sflow_v5.SflowV5Decoder,
+    }
 
 
 class FlowDecoders:
