@@ -59,6 +59,8 @@ FLAG_NO_COUNTERS = 1
 FLAG_NO_INTERFACES = 2
 #: Row flag: ports are not meaningful (ICMP, other protocols).
 FLAG_NO_PORTS = 4
+#: Row flag: the byte count is known but the packet count is not (some firewall session logs).
+FLAG_NO_PACKETS = 8
 
 @numba.njit(cache=True)
 def _split_rows(rows, start_ns, end_ns, src_hi, src_lo, dst_hi, dst_lo, exporter_hi, exporter_lo, bytes, packets, sampling_rate, in_if, out_if, topic_id, src_port, dst_port, proto, tcp_flags, app_proto, action, dataset, flags):  # pragma: no cover - compiled

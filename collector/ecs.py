@@ -11,6 +11,7 @@ from analytics.schema import (
     APP_PROTOCOLS,
     FLAG_NO_COUNTERS,
     FLAG_NO_INTERFACES,
+    FLAG_NO_PACKETS,
     FLAG_NO_PORTS,
     FlowBatch,
     dataset_name,
@@ -49,7 +50,8 @@ def flow_records(batch: FlowBatch, interface_names: dict | None = None) -> Itera
             rec["destination"]["port"] = c["dst_port"][i]
         if not flags & FLAG_NO_COUNTERS:
             rec["network"]["bytes"] = c["bytes"][i]
-            rec["network"]["packets"] = c["packets"][i]
+            if not flags & FLAG_NO_PACKETS:
+                rec["network"]["packets"] = c["packets"][i]
         if c["app_proto"][i]:
             rec["network"]["protocol"] = APP_PROTOCOLS[c["app_proto"][i]]
         if c["proto"][i] == 6 and c["tcp_flags"][i]:

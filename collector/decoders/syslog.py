@@ -66,6 +66,7 @@ from analytics.schema import (
     ACTION_ID,
     APP_PROTOCOL_ID,
     FLAG_NO_COUNTERS,
+    FLAG_NO_PACKETS,
     FLAG_NO_INTERFACES,
     FLAG_NO_PORTS,
     FlowBatchBuilder,
@@ -1078,6 +1079,8 @@ class SyslogParser:
                 if not p.isdigit():
                     raise RejectLine("bad_counter")
                 npackets = int(p)
+            else:
+                flags |= FLAG_NO_PACKETS  # bytes known, packets not (ASA teardowns): say so, not "0 packets"
         # Interfaces: numeric ids only (names need a string column the record does not have).
         in_if = out_if = 0
         iv = get["in_if"](f) if "in_if" in get else None
