@@ -62,6 +62,21 @@ class BeaconParams:
 
 
 @numba.njit(cache=True)
+def _sort_inplace(a, n):
+    """Sort a[:n] in place: insertion sort for short runs (twice numba's quicksort there), else quicksort."""
+    if n > 64:
+        a[:n].sort()
+        return
+    for k in range(1, n):
+        v = a[k]
+        j = k
+        while j > 0 and a[j - 1] > v:
+            a[j] = a[j - 1]
+            j -= 1
+        a[j] = v
+
+
+@numba.njit(cache=True)
 def _quantile_sorted(a, n, q):
     """Linear-interpolated quantile of the first n values of a sorted array (numpy's default method)."""
     if n == 0:
@@ -240,7 +255,7 @@ def _pair_stats(t, lo, hi, burst_min, burst_frac, min_beats, res, lattice, dead,
             m += 1
     thr = burst_min
     if m > 0:
-        tmp[:m].sort()
+        _sort_inplace(tmp, m)
         thr = max(burst_min, burst_frac * _quantile_sorted(tmp, m, 0.5))
     beats[0] = t[lo]
     nb = 1
@@ -253,17 +268,21 @@ def _pair_stats(t, lo, hi, burst_min, burst_frac, min_beats, res, lattice, dead,
     if nb < max(min_beats, 3):
         return
     mg = nb - 1
-    for i in range(mg):
-        gsb[i] = beats[i + 1] - beats[i]
+    if nb == n and m == mg:
+        for i in range(mg):  # nothing collapsed: the gaps are the ones already sorted
+            gsb[i] = tmp[i]
+    else:
+        for i in range(mg):
+            gsb[i] = beats[i + 1] - beats[i]
+        _sort_inplace(gsb, mg)
     gs = gsb[:mg]
-    gs.sort()
     med = _quantile_sorted(gs, mg, 0.5)
     q1 = _quantile_sorted(gs, mg, 0.25)
     q3 = _quantile_sorted(gs, mg, 0.75)
     bowley = (q3 + q1 - 2.0 * med) / (q3 - q1) if q3 > q1 else 0.0
     for i in range(mg):
         tmp[i] = abs(gs[i] - med)
-    tmp[:mg].sort()
+    _sort_inplace(tmp, mg)
     mad = _quantile_sorted(tmp, mg, 0.5)
     out[F_BOWLEY] = bowley
     out[F_MAD] = mad

@@ -14,6 +14,21 @@ NF = len(FIELDS)
 
 
 @numba.njit(cache=True)
+def _sort_inplace(a, n):
+    """Sort a[:n] in place: insertion sort for short runs (twice numba's quicksort there), else quicksort."""
+    if n > 64:
+        a[:n].sort()
+        return
+    for k in range(1, n):
+        v = a[k]
+        j = k
+        while j > 0 and a[j - 1] > v:
+            a[j] = a[j - 1]
+            j -= 1
+        a[j] = v
+
+
+@numba.njit(cache=True)
 def _median_sorted(a):
     n = a.shape[0]
     if n == 0:
@@ -33,12 +48,12 @@ def _pair_bytes(nbytes, packets, lo, hi, threshold, out, b, d):
         return
     for i in range(n):
         b[i] = float(nbytes[lo + i])
-    b[:n].sort()
+    _sort_inplace(b, n)
     med = _median_sorted(b[:n])
     out[0] = med
     for i in range(n):
         d[i] = abs(b[i] - med)
-    d[:n].sort()
+    _sort_inplace(d, n)
     out[1] = _median_sorted(d[:n])
     run = 1
     best = 1
@@ -61,12 +76,12 @@ def _pair_bytes(nbytes, packets, lo, hi, threshold, out, b, d):
             if v > threshold:
                 nlong += 1
                 lbytes += float(nbytes[i])
-    b[:m].sort()
+    _sort_inplace(b, m)
     pmed = _median_sorted(b[:m])
     out[3] = pmed
     for i in range(m):
         d[i] = abs(b[i] - pmed)
-    d[:m].sort()
+    _sort_inplace(d, m)
     out[4] = _median_sorted(d[:m])
     out[5] = nlong / m if m else 0.0
     out[6] = nlong
