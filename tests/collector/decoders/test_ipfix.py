@@ -242,10 +242,14 @@ def test_hostile_messages_rejected_with_specific_reasons():
         "template_malformed": message(ipfix_set(2, struct.pack(">HH", 256, 3) + field_specs([(1, 4)]))),
         "template_length": message(template(256, [(1, 0)])),
     }
+    # 65535 fields declared (a few present), and fixed fields too long for any datagram
+    more = [("template_field_count",
+             message(ipfix_set(2, struct.pack(">HH", 256, 65535) + field_specs([(82, 65535)] * 3)))),
+            ("template_length", message(template(256, [(1, 40000), (2, 40000)])))]
     # set_overflow: a set header claiming more than the message holds
     body = struct.pack(">HH", 256, 40) + b"\0" * 8
     cases["set_overflow"] = struct.pack(">HHIII", 10, 16 + len(body), 0, 0, 0) + body
-    for reason, data in cases.items():
+    for reason, data in list(cases.items()) + more:
         batch, dec = run([data])
         assert len(batch) == 0
         assert dec.rejected() == {f"ipfix.{reason}": 1}, reason
