@@ -45,11 +45,13 @@ MAX_PENDING_SETS_PER_EXPORTER = 256
 MAX_PENDING_BYTES_PER_EXPORTER = 1 << 20
 MAX_SAMPLERS_PER_EXPORTER = 4096
 MAX_SETS_PER_DATAGRAM = 4096
+#: Rows one datagram may yield (a 9000-byte jumbo of 5-byte NAT records is 1800).
+MAX_RECORDS_PER_DATAGRAM = 8192
 
 #: ``_walk`` status codes -> rejection reasons (0 = fine); template reasons are raised by name.
 REASONS = ("", "short_header", "bad_version", "bad_length", "bad_set_length", "set_overflow", "too_many_sets",
            "template_malformed", "template_field_count", "template_id", "template_length", "template_scope",
-           "template_cap", "varlen_overflow", "malformed")
+           "template_cap", "varlen_overflow", "too_many_records", "malformed")
 REASON_CODE = {r: i for i, r in enumerate(REASONS) if r}
 
 NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
@@ -280,40 +282,53 @@ def _gather(buf, set_off, set_nrec, reclen, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _walk_varlen(buf, set_off, set_len, flen, minlen, rec_set, fld_off, cap):  # pragma: no cover - compiled
-    """Records of variable-length-template sets: field offsets per record. Returns (records, bad set index or -1).
+def _walk_varlen(buf, set_off, set_len, flen, col_of, ncol, minlen, rec_set, fld_off, set_bad, cap):  # pragma: no cover
+    """Records of variable-length-template sets: offsets/lengths of the fields the plan reads (col_of[f] >= 0).
 
     A field of length 65535 carries its length in 1 byte, or 255 then 2 bytes (RFC 7011 7). Bytes after the
-    last record that cannot hold one more record are padding; a record running past its set is an error.
+    last record that cannot hold one more record are padding; a record running past its set marks the set bad
+    (its records are dropped) and the walk goes on with the next set. Returns the number of records.
     """
     n = 0
     nf = len(flen)
     for s in range(len(set_off)):
         p = set_off[s]
         end = p + set_len[s]
+        first = n
+        bad = False
         while end - p >= minlen and n < cap:
             q = p
             for f in range(nf):
                 length = flen[f]
                 if length == 65535:
                     if q >= end:
-                        return n, s
+                        bad = True
+                        break
                     length = np.int64(buf[q])
                     q += 1
                     if length == 255:
                         if q + 2 > end:
-                            return n, s
+                            bad = True
+                            break
                         length = _u16(buf, q)
                         q += 2
-                fld_off[n, f] = q
-                fld_off[n, nf + f] = length
+                c = col_of[f]
+                if c >= 0:
+                    fld_off[n, c] = q
+                    fld_off[n, ncol + c] = length
                 q += length
                 if q > end:
-                    return n, s
+                    bad = True
+                    break
+            if bad:
+                break
             rec_set[n] = s
             n += 1
             p = q
-    return n, -1
+        if bad:
+            set_bad[s] = 1
+            n = first
+    return n
 
 
 @numba.njit(cache=True)
@@ -686,7 +701,7 @@ class TemplateFlowDecoder:
         """Records of the sets (soff, slen) of one template: rows (flow templates) or sampler/init-time state."""
         nsets = len(soff)
         if t.fixed:
-            nrec = slen // t.length
+            nrec = self._cap_records(sdg, slen // t.length, status)
             total = int(nrec.sum())
             if total == 0:
                 return None, nrec
@@ -705,32 +720,43 @@ class TemplateFlowDecoder:
                 return col[:, 0].astype(np.uint64), col[:, 1].astype(np.uint64)
         else:
             minlen = max(1, sum(f[2] if f[2] != VARLEN else 1 for f in t.fields))
-            cap = int(slen.sum()) // minlen + 1
-            nf = len(t.fields)
+            cap = min(int(slen.sum()) // minlen + 1, MAX_RECORDS_PER_DATAGRAM * len(soff) + 1)
+            used = sorted({i for i, _ in t.plan.values()})
+            col_of = np.full(len(t.fields), -1, np.int64)
+            col_of[used] = np.arange(len(used))
+            nc = max(1, len(used))
             rec_set = np.empty(cap, np.int64)
-            fld = np.empty((cap, 2 * nf), np.int64)
-            total, bad = _walk_varlen(buf, soff, slen, t.flen, minlen, rec_set, fld, cap)
-            if bad >= 0:
-                status[sdg[bad]] = REASON_CODE["varlen_overflow"]
+            fld = np.empty((cap, 2 * nc), np.int64)  # only the fields the plan reads: memory is bounded
+            set_bad = np.zeros(len(soff), np.int8)
+            total = _walk_varlen(buf, soff, slen, t.flen, col_of, nc, minlen, rec_set, fld, set_bad, cap)
+            rec_set, fld = rec_set[:total], fld[:total]
+            if set_bad.any():
+                hit = sdg[set_bad != 0]
+                status[hit[status[hit] == 0]] = REASON_CODE["varlen_overflow"]
                 self._last_detail = f"variable-length record of template {key[3]} runs past its set"
-                ok = status[sdg[rec_set[:total]]] == 0
-                rec_set, fld = rec_set[:total][ok], fld[:total][ok]
+                ok = status[sdg[rec_set]] == 0
+                rec_set, fld = rec_set[ok], fld[ok]
                 total = len(rec_set)
-            else:
-                rec_set, fld = rec_set[:total], fld[:total]
             nrec = np.bincount(rec_set, minlength=nsets)
+            nrec = self._cap_records(sdg, nrec, status)
+            keep = nrec[rec_set] > 0 if total else np.zeros(0, bool)
+            if total and not keep.all():
+                rec_set, fld = rec_set[keep], fld[keep]
+                total = len(rec_set)
             if total == 0:
                 return None, nrec
             set_of_rec = rec_set
 
             def get(role):
                 i, length = t.plan[role]
-                return _read_be(buf, np.ascontiguousarray(fld[:, i]), np.ascontiguousarray(fld[:, nf + i]), length)
+                c = col_of[i]
+                return _read_be(buf, np.ascontiguousarray(fld[:, c]), np.ascontiguousarray(fld[:, nc + c]), length)
 
             def get_addr16(role):
                 i, _ = t.plan[role]
-                o = np.ascontiguousarray(fld[:, i])
-                n16 = np.ascontiguousarray(fld[:, nf + i])
+                c = col_of[i]
+                o = np.ascontiguousarray(fld[:, c])
+                n16 = np.ascontiguousarray(fld[:, nc + c])
                 hi = _read_be(buf, o, np.where(n16 == 16, 8, 0), 8)
                 lo = _read_be(buf, o + 8, np.where(n16 == 16, 8, 0), 8)
                 return hi, lo
@@ -742,6 +768,19 @@ class TemplateFlowDecoder:
             return None, nrec
         self._flow_rows(t, key, get, get_addr16, total, rec_secs, rec_uptime, builder)
         return sdg[set_of_rec], nrec
+
+    def _cap_records(self, sdg, nrec, status):
+        """Reject datagrams that would yield more than MAX_RECORDS_PER_DATAGRAM rows (tiny hostile records would
+        turn one 64 KiB datagram into 65535 rows of 88 bytes); their sets then yield nothing."""
+        per = self._records_in + np.bincount(sdg, weights=nrec, minlength=len(self._records_in)).astype(np.int64)
+        over = per > MAX_RECORDS_PER_DATAGRAM
+        if not over.any():
+            return nrec
+        hit = np.flatnonzero(over)
+        hit = hit[hit < len(status)]
+        status[hit[status[hit] == 0]] = REASON_CODE["too_many_records"]
+        self._last_detail = f"more than {MAX_RECORDS_PER_DATAGRAM} records in one datagram"
+        return np.where(over[sdg], 0, nrec)
 
     def _flow_rows(self, t: Template, key, get, get_addr16, n, rec_secs, rec_uptime, builder) -> None:
         plan = t.plan
@@ -886,7 +925,7 @@ class TemplateFlowDecoder:
         secs = np.array([h[2] for h in mine], np.int64)
         uptime = np.array([h[3] for h in mine], np.int64)
         sdg = np.full(len(mine), d, np.int64)
-        fake_status = np.zeros(d + 1, np.int8)  # a broken held set is dropped, not blamed on this datagram
+        fake_status = np.zeros(len(self._records_in), np.int8)  # a broken held set is dropped, not blamed on this datagram
         rec_dg, _nrec = self._decode_group(t, key, buf, soff, slen, sdg, secs, uptime, builder, fake_status)
         if rec_dg is not None:
             self._rows_dg.append(rec_dg)

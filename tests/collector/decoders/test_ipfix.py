@@ -348,3 +348,24 @@ def test_mutated_blocks_through_decode_many(edits, copies):
     n = dec.decode_many([bytes(data)] * copies, [EXPORTER] * copies, 0, builder)
     assert n == len(builder)
     assert not any(k.endswith(".malformed") for k in dec.rejected())
+
+
+def test_tiny_records_cannot_amplify_a_datagram_without_bound():
+    tpl = template(256, [(4, 1)])  # one byte per record: 9000 bytes would be 9000 rows
+    batch, dec = run([message(tpl, ipfix_set(256, bytes([6]) * 9000))])
+    assert len(batch) == 0 and dec.rejected() == {"ipfix.too_many_records": 1}
+    batch, dec = run([message(tpl, ipfix_set(256, bytes([17]) * 1000))])
+    assert len(batch) == 1000 and dec.rejected() == {}
+
+
+def test_broken_variable_length_set_rejects_only_its_datagram_in_a_block():
+    fields = [(8, 4), (82, 65535), (12, 4), (1, 4)]
+    good = v4(R1[0]) + varlen(b"eth0") + v4(R1[1]) + struct.pack(">I", 5)
+    bad = v4(R1[0]) + b"\x50" + b"abc" + b"\0" * 6
+    dec = FlowDecoders()
+    builder = FlowBatchBuilder(16)
+    run([message(template(300, fields))], dec)
+    n = dec.decode_many([message(ipfix_set(300, good)), message(ipfix_set(300, bad)), message(ipfix_set(300, good))],
+                        [EXPORTER] * 3, 0, builder)
+    assert n == 2 and dec.rejected() == {"ipfix.varlen_overflow": 1}
+    assert rows(builder.build()) == [(R1[0], R1[1], 0, 0, 0, 5, 0)] * 2
