@@ -317,3 +317,15 @@ def test_mutated_valid_packets_decode_or_are_counted(edits, cut):
     builder = FlowBatchBuilder(64)
     n = dec.decode(bytes(data[:max(cut, 4)]), EXPORTER_A, 0, builder, hint="netflow.v9")
     check_outcome(dec, builder, n)
+
+
+def test_row_flags_for_icmp_and_missing_interfaces():
+    from analytics.schema import FLAG_NO_INTERFACES, FLAG_NO_PORTS
+
+    icmp = ("10.0.0.3", "10.0.0.4", 0, 0x0800, 1, 84, 1, UPTIME - 10, UPTIME - 10)
+    no_if = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (1, 4), (2, 4)]
+    rec = bytes([10, 0, 0, 5, 10, 0, 0, 6]) + struct.pack(">HHBII", 5000, 4222, 6, 10, 1)
+    batch, _ = run([packet(template(256, V4_FIELDS), template(257, no_if),
+                           flowset(256, v4_record(*REC1) + v4_record(*icmp)), flowset(257, rec))])
+    assert batch.flags.tolist() == [0, FLAG_NO_PORTS, FLAG_NO_INTERFACES]
+    assert batch.topic_id.tolist() == batch.app_proto.tolist() == batch.action.tolist() == [0, 0, 0]
