@@ -41,6 +41,8 @@ VARLEN = 65535
 #: Hostile-input caps, checked before anything is stored.
 MAX_FIELDS = 512  # fields in one template
 MAX_TEMPLATES_PER_EXPORTER = 4096
+MAX_TEMPLATES_TOTAL = 1 << 18  # spoofed sources cannot grow the state without bound either
+MAX_PENDING_EXPORTERS = 4096
 MAX_PENDING_SETS_PER_EXPORTER = 256
 MAX_PENDING_BYTES_PER_EXPORTER = 1 << 20
 MAX_SAMPLERS_PER_EXPORTER = 4096
@@ -668,7 +670,8 @@ class TemplateFlowDecoder:
                 self._withdraw(hi, lo, dom, op)
                 continue
             key = (hi, lo, dom, op.tid)
-            if key not in self.templates and self._per_exporter.get((hi, lo), 0) >= MAX_TEMPLATES_PER_EXPORTER:
+            if key not in self.templates and (self._per_exporter.get((hi, lo), 0) >= MAX_TEMPLATES_PER_EXPORTER
+                                              or len(self.templates) >= MAX_TEMPLATES_TOTAL):
                 self.counters.inc(f"brokerwatch_{self.metric}_templates_refused_total", ((hi, lo),))
                 raise DecodeError("template_cap", f"exporter already has {MAX_TEMPLATES_PER_EXPORTER} templates")
             self._store(hi, lo, dom, op.tid, compile_template(op.fields, op.scope_count, op.options))
@@ -933,6 +936,10 @@ class TemplateFlowDecoder:
 
     def _hold(self, key, data: bytes, secs: int, uptime: int) -> None:
         exporter = key[:2]
+        if exporter not in self.pending and len(self.pending) >= MAX_PENDING_EXPORTERS:
+            oldest = next(iter(self.pending))  # dicts keep insertion order: drop the longest-waiting exporter's
+            self.counters.inc(f"brokerwatch_{self.metric}_pending_dropped_total", (oldest,),
+                              len(self.pending.pop(oldest)))
         held = self.pending.setdefault(exporter, [])
         held.append((key, data, secs, uptime))
         self.counters.inc(f"brokerwatch_{self.metric}_data_before_template_total", (exporter,))
@@ -948,7 +955,11 @@ class TemplateFlowDecoder:
         mine = [h for h in held if h[0] == key]
         if not mine:
             return
-        self.pending[key[:2]] = [h for h in held if h[0] != key]
+        rest = [h for h in held if h[0] != key]
+        if rest:
+            self.pending[key[:2]] = rest
+        else:
+            del self.pending[key[:2]]
         t = self.templates[key]
         buf = np.frombuffer(b"".join(h[1] for h in mine), np.uint8)
         slen = np.array([len(h[1]) for h in mine], np.int64)

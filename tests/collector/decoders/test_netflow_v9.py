@@ -329,3 +329,21 @@ def test_row_flags_for_icmp_and_missing_interfaces():
                            flowset(256, v4_record(*REC1) + v4_record(*icmp)), flowset(257, rec))])
     assert batch.flags.tolist() == [0, FLAG_NO_PORTS, FLAG_NO_INTERFACES]
     assert batch.topic_id.tolist() == batch.app_proto.tolist() == batch.action.tolist() == [0, 0, 0]
+
+
+def test_held_data_and_templates_bounded_across_exporters(monkeypatch):
+    from collector.decoders import templates as tmod
+
+    monkeypatch.setattr(tmod, "MAX_PENDING_EXPORTERS", 2)
+    exporters = [ip_to_words(f"192.0.2.{i}") for i in range(1, 5)]
+    dec = FlowDecoders()
+    run([packet(flowset(256, v4_record(*REC1)))] * 4, exporters, decoders=dec)
+    v9 = dec.get("netflow.v9")
+    assert list(v9.pending) == exporters[2:]
+    assert dec.counters.get("brokerwatch_netflow_v9_pending_dropped_total", (exporters[0],)) == 1
+    batch, _ = run([packet(template(256, V4_FIELDS))], [exporters[3]], decoders=dec)
+    assert rows(batch) == [REC1[:7]] and list(v9.pending) == exporters[2:3]
+    monkeypatch.setattr(tmod, "MAX_TEMPLATES_TOTAL", 2)
+    run([packet(template(257, V4_FIELDS))], [exporters[0]], decoders=dec)
+    run([packet(template(258, V4_FIELDS))], [exporters[1]], decoders=dec)
+    assert dec.rejected() == {"netflow.v9.template_cap": 1} and len(v9.templates) == 2
