@@ -1,9 +1,11 @@
 """Flow events grouped by pair (source, destination, destination port, protocol) into time-sorted CSR segments.
 
-``group_pairs`` hashes the six key words of every row (one numba pass), sorts rows by that hash (one numpy
-argsort), checks the hash never merged two different pairs (falling back to an exact lexsort if it did), then
-sorts each pair's rows by start time in parallel. Pair ``i`` owns rows ``offsets[i]:offsets[i+1]`` of every event
-column. No per-row Python anywhere.
+``group_pairs`` hashes the six key words of every row twice (one numba pass), sorts rows by the first hash (a
+parallel counting sort on its top bits, then small buckets), splits pairs where the 128-bit fingerprint of both
+hashes changes, and falls back to an exact lexsort when one 64-bit hash is shared by two fingerprints. Grouping is
+therefore exact unless two keys share all 128 bits (about 1e-26 for a million pairs). Each pair's rows are then
+sorted by start time in parallel. Pair ``i`` owns rows ``offsets[i]:offsets[i+1]`` of every event column. No per-row
+Python anywhere.
 """
 
 from __future__ import annotations
@@ -68,24 +70,30 @@ def _mix(x):
 
 
 @numba.njit(cache=True)
-def _hash_chunk(out, a, b, c, d, port, proto, lo, hi):
+def _hash_chunk(out, out2, a, b, c, d, port, proto, lo, hi):
     for i in range(lo, hi):
+        last = (np.uint64(port[i]) << np.uint64(8)) | np.uint64(proto[i])
         h = _mix(a[i] + np.uint64(0x9E3779B97F4A7C15))
         h = _mix(h ^ b[i])
         h = _mix(h ^ c[i])
         h = _mix(h ^ d[i])
-        h = _mix(h ^ ((np.uint64(port[i]) << np.uint64(8)) | np.uint64(proto[i])))
-        out[i] = h
+        out[i] = _mix(h ^ last)
+        g = _mix(d[i] + np.uint64(0xD1B54A32D192ED03))
+        g = _mix(g ^ c[i] ^ (last << np.uint64(40)))
+        g = _mix(g ^ b[i])
+        out2[i] = _mix(g ^ a[i])
 
 
 @numba.njit(cache=True, parallel=True)
 def _hash_rows(a, b, c, d, port, proto, nchunks):
+    """Two independent 64-bit hashes of every row's pair key: the sort key and a 128-bit fingerprint."""
     n = len(a)
     out = np.empty(n, np.uint64)
+    out2 = np.empty(n, np.uint64)
     step = (n + nchunks - 1) // nchunks
     for k in prange(nchunks):
-        _hash_chunk(out, a, b, c, d, port, proto, k * step, min(n, (k + 1) * step))
-    return out
+        _hash_chunk(out, out2, a, b, c, d, port, proto, k * step, min(n, (k + 1) * step))
+    return out, out2
 
 
 @numba.njit(cache=True, parallel=True)
@@ -107,9 +115,31 @@ def _changes(order, h, a, b, c, d, port, proto):
     return change, collided
 
 
-def _boundaries(order, h, a, b, c, d, port, proto):
-    """Segment offsets of rows sorted by hash; collided=True if one hash run holds two different keys."""
-    change, collided = _changes(order, h, a, b, c, d, port, proto)
+@numba.njit(cache=True, parallel=True)
+def _changes_fp(order, h, h2):
+    """As _changes, comparing the 128-bit fingerprint (h, h2) instead of the keys (2 reads a row, not 12)."""
+    n = len(order)
+    change = np.empty(n, np.bool_)
+    collided = np.zeros(n, np.bool_)
+    for j in prange(n):
+        if j == 0:
+            change[j] = True
+            continue
+        i = order[j]
+        p = order[j - 1]
+        same = h[i] == h[p] and h2[i] == h2[p]
+        change[j] = not same
+        collided[j] = (not same) and h[i] == h[p]
+    return change, collided
+
+
+def _boundaries(order, h, a, b, c, d, port, proto, h2=None):
+    """Segment offsets of rows sorted by hash; collided=True if one hash run holds two different keys (keys
+    compared exactly, or by their 128-bit fingerprint when h2 is given)."""
+    if h2 is None:
+        change, collided = _changes(order, h, a, b, c, d, port, proto)
+    else:
+        change, collided = _changes_fp(order, h, h2)
     starts = np.flatnonzero(change)
     return np.append(starts, len(order)).astype(np.int64), bool(collided.any())
 
@@ -154,24 +184,60 @@ def _sort_segments(order, t, offsets, nchunks):
 
 
 @numba.njit(cache=True, parallel=True)
+def _bucket_rows(h, shift, nb, nchunks):
+    """Rows stably grouped by the top bits of their hash (h >> shift): a parallel counting sort."""
+    n = h.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    hist = np.zeros((nchunks, nb), np.int64)
+    for c in prange(nchunks):
+        for i in range(c * step, min(n, (c + 1) * step)):
+            hist[c, int(h[i] >> np.uint64(shift))] += 1
+    bstarts = np.empty(nb + 1, np.int64)
+    total = 0
+    for b in range(nb):  # bucket-major, then chunk order: stable
+        bstarts[b] = total
+        for c in range(nchunks):
+            v = hist[c, b]
+            hist[c, b] = total
+            total += v
+    bstarts[nb] = total
+    order = np.empty(n, np.int64)
+    for c in prange(nchunks):
+        for i in range(c * step, min(n, (c + 1) * step)):
+            b = int(h[i] >> np.uint64(shift))
+            order[hist[c, b]] = i
+            hist[c, b] += 1
+    return order, bstarts
+
+
+@numba.njit(cache=True, parallel=True)
 def _sort_buckets(order, h, bstarts, nchunks):
+    """Stable sort of every bucket of order by full hash: insertion sort for the usual short ones."""
     nb = len(bstarts) - 1
     step = (nb + nchunks - 1) // nchunks
     for k in prange(nchunks):
         for b in range(k * step, min(nb, (k + 1) * step)):
             lo, hi = bstarts[b], bstarts[b + 1]
-            if hi - lo > 1:
+            if hi - lo > 64:
                 seg = order[lo:hi].copy()
                 idx = np.argsort(h[seg], kind="mergesort")
                 order[lo:hi] = seg[idx]
+                continue
+            for q in range(lo + 1, hi):
+                v = order[q]
+                hv = h[v]
+                j = q
+                while j > lo and h[order[j - 1]] > hv:
+                    order[j] = order[j - 1]
+                    j -= 1
+                order[j] = v
 
 
 def _sort_by_hash(h: np.ndarray) -> np.ndarray:
-    """Row order stable-sorted by hash: a numpy radix pass on the top 16 bits, then each bucket in parallel."""
-    top = (h >> np.uint64(48)).astype(np.uint16)
-    order = np.argsort(top, kind="stable").astype(np.int64)
-    bstarts = np.zeros(65537, np.int64)
-    np.cumsum(np.bincount(top, minlength=65536), out=bstarts[1:])
+    """Row order stable-sorted by hash: a parallel counting sort on the top bits (about 32 rows a bucket), then
+    each bucket sorted in parallel."""
+    bits = int(min(22, max(8, np.ceil(np.log2(max(len(h), 1) / 32)))))
+    order, bstarts = _bucket_rows(h, 64 - bits, 1 << bits, max(1, numba.get_num_threads()))
     _sort_buckets(order, h, bstarts, _nchunks(len(h)))
     return order
 
@@ -193,9 +259,9 @@ def group_pairs(batch: FlowBatch | dict[str, np.ndarray]) -> PairSegments:
                             {k: cols[k][:0].copy() for k in EVENT_COLUMNS if k in cols}, np.zeros(0, np.int64))
     a, b, c, d = (np.ascontiguousarray(cols[k]) for k in ("src_hi", "src_lo", "dst_hi", "dst_lo"))
     port, proto = np.ascontiguousarray(cols["dst_port"]), np.ascontiguousarray(cols["proto"])
-    h = _hash_rows(a, b, c, d, port, proto, _nchunks(n))
+    h, h2 = _hash_rows(a, b, c, d, port, proto, _nchunks(n))
     order = _sort_by_hash(h)
-    offsets, collided = _boundaries(order, h, a, b, c, d, port, proto)
+    offsets, collided = _boundaries(order, h, a, b, c, d, port, proto, h2)
     if collided:  # two pairs share a 64-bit hash: exact (slow) grouping instead
         order = np.lexsort((proto, port, d, c, b, a)).astype(np.int64)
         offsets, _ = _boundaries(order, np.arange(n, dtype=np.uint64), a, b, c, d, port, proto)

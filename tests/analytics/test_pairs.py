@@ -49,10 +49,12 @@ def test_matches_reference(n, seed):
 
 
 def test_hash_collision_falls_back_to_exact_grouping(monkeypatch):
+    """A sort hash shared by different fingerprints is detected and the exact lexsort groups instead."""
     real = pairs_mod._hash_rows
 
     def constant(*args):
-        return np.zeros(len(args[0]), np.uint64)  # every pair collides
+        h, h2 = real(*args)
+        return np.zeros(len(args[0]), np.uint64), h2  # every pair shares the sort hash
 
     monkeypatch.setattr(pairs_mod, "_hash_rows", constant)
     check(batch(200, 3))
