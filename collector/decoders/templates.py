@@ -31,7 +31,7 @@ import numpy as np
 import yaml
 
 from analytics.schema import FLAG_NO_COUNTERS, FLAG_NO_INTERFACES, FLAG_NO_PORTS, FlowBatchBuilder, dataset_id
-from collector.decoders import DecodeError
+from collector.decoders import DECODE_EXCEPTIONS, DecodeError
 from collector.metrics import Counters
 
 ELEMENTS_FILE = Path(__file__).resolve().parents[2] / "device_profiles" / "ipfix_elements.yaml"
@@ -349,6 +349,7 @@ def _read_be(buf, offs, lens, width):  # pragma: no cover - compiled
 
 
 _ZERO_U64 = np.zeros(1, np.uint64)
+_INT63 = (1 << 63) - 1
 
 
 @numba.njit(cache=True)
@@ -539,7 +540,34 @@ class TemplateFlowDecoder:
 
     def decode_buffer(self, buf: np.ndarray, offs: np.ndarray, lens: np.ndarray, ex_hi: np.ndarray,
                       ex_lo: np.ndarray, builder: FlowBatchBuilder) -> tuple[int, np.ndarray]:
-        """Decode datagrams laid out in one buffer; returns (rows appended, per-datagram status index of REASONS)."""
+        """Decode datagrams laid out in one buffer; returns (rows appended, per-datagram status index of REASONS).
+
+        Never raises: FlowDecoders calls this path without a guard. Should a decoder bug surface on hostile input,
+        the block's rows are taken back and its datagrams decoded one at a time, the culprit counted ``malformed``.
+        """
+        mark = len(builder)
+        try:
+            return self._decode_block(buf, offs, lens, ex_hi, ex_lo, builder)
+        except DECODE_EXCEPTIONS:
+            builder.truncate(mark)
+            if len(offs) == 1:
+                self._last_detail = "decoder error on hostile input"
+                return 0, np.array([REASON_CODE["malformed"]], np.int8)
+        status = np.zeros(len(offs), np.int8)
+        total = 0
+        for i in range(len(offs)):
+            m = len(builder)
+            try:
+                n, st = self._decode_block(buf, offs[i:i + 1], lens[i:i + 1], ex_hi[i:i + 1], ex_lo[i:i + 1],
+                                           builder)
+                status[i] = st[0]
+                total += n
+            except DECODE_EXCEPTIONS:
+                builder.truncate(m)
+                status[i] = REASON_CODE["malformed"]
+        return total, status
+
+    def _decode_block(self, buf, offs, lens, ex_hi, ex_lo, builder: FlowBatchBuilder) -> tuple[int, np.ndarray]:
         k = len(offs)
         status = np.zeros(k, np.int8)
         self._last_detail = ""
@@ -648,7 +676,7 @@ class TemplateFlowDecoder:
             self.samplers[(hi, lo, int(s["domain"]), int(s["sampler"]))] = int(s["rate"])
         for s in state.get("system_init", []):
             hi, lo = (int(x) for x in s["exporter"])
-            self.system_init[(hi, lo, int(s["domain"]))] = int(s["ms"])
+            self.system_init[(hi, lo, int(s["domain"]))] = int(s["ms"]) & _INT63
         for s in state.get("sequence", []):
             hi, lo = (int(x) for x in s["exporter"])
             self._next_seq[(hi, lo, int(s["domain"]))] = int(s["next"])
@@ -901,7 +929,7 @@ class TemplateFlowDecoder:
                     # (uptime - v) mod 2**32 ms before export: right across a 32-bit uptime wrap.
                     return export_ns - ((uptime - v) & 0xFFFFFFFF) * 1_000_000
                 if init_ms is not None:
-                    return (init_ms + v) * 1_000_000
+                    return (np.int64(init_ms) + v) * 1_000_000  # wraps on hostile values instead of raising
             return None
 
         start, end = one("start"), one("end")
@@ -930,7 +958,7 @@ class TemplateFlowDecoder:
                 self.samplers[k] = max(int(r), 1)
             self.counters.inc(f"brokerwatch_{self.metric}_sampling_options_total", ((hi, lo),), n)
         if "system_init_ms" in plan:
-            self.system_init[(hi, lo, dom)] = int(get("system_init_ms")[-1])
+            self.system_init[(hi, lo, dom)] = int(get("system_init_ms")[-1]) & _INT63  # int64 arithmetic later
 
     # ---- data before its template ---------------------------------------------------------------------------
 

@@ -347,3 +347,24 @@ def test_held_data_and_templates_bounded_across_exporters(monkeypatch):
     run([packet(template(257, V4_FIELDS))], [exporters[0]], decoders=dec)
     run([packet(template(258, V4_FIELDS))], [exporters[1]], decoders=dec)
     assert dec.rejected() == {"netflow.v9.template_cap": 1} and len(v9.templates) == 2
+
+
+def test_a_decoder_bug_in_the_block_path_is_contained_to_its_datagram(monkeypatch):
+    # FlowDecoders calls decode_buffer without a guard: a bug on one datagram must cost that datagram only.
+    dec = FlowDecoders()
+    run([packet(template(256, V4_FIELDS))], [EXPORTER_A], decoders=dec)
+    run([packet(template(256, V4_FIELDS))], [EXPORTER_B], decoders=dec)
+    v9 = dec.get("netflow.v9")
+    real = v9._flow_rows
+
+    def buggy(t, key, *args):
+        if key[:2] == EXPORTER_B:
+            raise OverflowError("simulated decoder bug")
+        return real(t, key, *args)
+
+    monkeypatch.setattr(v9, "_flow_rows", buggy)
+    builder = FlowBatchBuilder(16)
+    data = packet(flowset(256, v4_record(*REC1)))
+    n = dec.decode_many([data, data, data], [EXPORTER_A, EXPORTER_B, EXPORTER_A], 0, builder)
+    assert n == 2 and rows(builder.build()) == [REC1[:7]] * 2
+    assert dec.rejected() == {"netflow.v9.malformed": 1}
