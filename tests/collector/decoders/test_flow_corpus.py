@@ -340,6 +340,7 @@ def test_corpus_payload_agrees_with_tshark(corpus, tmp_path, names):
     base = corpus / "flow_payloads"
     paths = [base / n for n in names]
     keys, src = ours(paths)
+    assert src.decoders.rejected() == {}
     payloads = [ORACLE_PATCHES.get(p.name, bytes)(p.read_bytes()) for p in paths]
     dport = 4739 if payloads[0][:2] == b"\x00\x0a" else 2055
     pcap = tmp_path / "wrapped.pcap"
