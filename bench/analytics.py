@@ -20,13 +20,18 @@ import resource
 import sys
 import time
 
-import numba
-import numpy as np
+from pathlib import Path
 
-from analytics.beacon import JITTERS, BeaconParams, score_segments
-from analytics.bytestats import byte_stats
-from analytics.pairs import group_pairs
-from analytics.stitch import StitchParams, beat_segments, stitch
+if __package__ in (None, ""):  # run as `python bench/analytics.py` (python -m bench): the package is `analytics`
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+from analytics.beacon import JITTERS, BeaconParams, score_segments  # noqa: E402
+from analytics.bytestats import byte_stats  # noqa: E402
+from analytics.pairs import group_pairs  # noqa: E402
+from analytics.stitch import StitchParams, beat_segments, stitch  # noqa: E402
 
 NS = 1_000_000_000
 T0 = 1_767_225_600

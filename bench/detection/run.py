@@ -18,17 +18,21 @@ import argparse
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
-import numpy as np
+if __package__ in (None, ""):  # run as `python bench/detection/run.py` (python -m bench)
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
 
-from analytics.beacon import F as BF
-from analytics.beacon import BeaconParams, score_segments
-from analytics.bytestats import F as YF
-from analytics.bytestats import byte_stats
-from analytics.config import Config
-from analytics.detections import Detector
-from analytics.pairs import group_pairs
-from bench.detection.scenarios import ALLOWLIST, NS, T0, build_world, pair_key
+import numpy as np  # noqa: E402
+
+from analytics.beacon import F as BF  # noqa: E402
+from analytics.beacon import BeaconParams, score_segments  # noqa: E402
+from analytics.bytestats import F as YF  # noqa: E402
+from analytics.bytestats import byte_stats  # noqa: E402
+from analytics.config import Config  # noqa: E402
+from analytics.detections import Detector  # noqa: E402
+from analytics.pairs import group_pairs  # noqa: E402
+from bench.detection.scenarios import ALLOWLIST, NS, T0, build_world, pair_key  # noqa: E402
 
 RITA_THRESHOLD = 0.8
 ELASTIC_CV = 0.1
