@@ -525,6 +525,7 @@ class TemplateFlowDecoder:
         # (ex_hi, ex_lo) -> list of held sets (key, bytes, secs, uptime, domain)
         self.pending: dict[tuple[int, int], list] = {}
         self._next_seq: dict[tuple[int, int, int], int] = {}
+        self._scratch = np.empty(1 << 16, np.uint8)  # gathered records of one template group (reused)
 
     # ---- public API ----------------------------------------------------------------------------------------
 
@@ -775,7 +776,10 @@ class TemplateFlowDecoder:
             total = int(nrec.sum())
             if total == 0:
                 return None, nrec
-            raw = np.empty(total * t.length, np.uint8)
+            need = total * t.length
+            if len(self._scratch) < need:  # reused: a fresh large array page-faults on every block
+                self._scratch = np.empty(max(need, 2 * len(self._scratch)), np.uint8)
+            raw = self._scratch[:need]
             _gather(buf, soff, nrec, t.length, raw)
             rec = np.frombuffer(raw, t.dtype, total)
             set_of_rec = np.repeat(np.arange(nsets), nrec)
