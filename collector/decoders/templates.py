@@ -30,7 +30,8 @@ import numba
 import numpy as np
 import yaml
 
-from analytics.schema import FLAG_NO_COUNTERS, FLAG_NO_INTERFACES, FLAG_NO_PORTS, FlowBatchBuilder, dataset_id
+from analytics.schema import (FLAG_NO_COUNTERS, FLAG_NO_INTERFACES, FLAG_NO_PACKETS, FLAG_NO_PORTS, FlowBatchBuilder,
+                              dataset_id)
 from collector.decoders import DECODE_EXCEPTIONS, DecodeError
 from collector.metrics import Counters
 
@@ -882,6 +883,8 @@ class TemplateFlowDecoder:
         flags = 0
         if "bytes" not in plan and "packets" not in plan:
             flags |= FLAG_NO_COUNTERS
+        elif "packets" not in plan:
+            flags |= FLAG_NO_PACKETS  # NSEL initiatorOctets without packets: not "0 packets"
         if "in_if" not in plan and "out_if" not in plan:
             flags |= FLAG_NO_INTERFACES
         no_ports = 0 if ("proto" in plan or "src_port" in plan) else FLAG_NO_PORTS

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analytics.schema import FLAG_NO_COUNTERS, FlowBatchBuilder, ip_to_words, words_to_ip
+from analytics.schema import FLAG_NO_COUNTERS, FLAG_NO_PACKETS, FlowBatchBuilder, ip_to_words, words_to_ip
 from collector.decoders import FlowDecoders
 from collector.decoders.netflow_v9 import NetflowV9Decoder
 from collector.inputs import OfflineSource
@@ -214,6 +214,7 @@ def test_nsel_counters_and_no_counter_events():
                            flowset(257, rec2))])
     assert batch.bytes.tolist() == [4321, 0]
     assert (batch.flags & FLAG_NO_COUNTERS).tolist() == [0, FLAG_NO_COUNTERS]
+    assert (batch.flags & FLAG_NO_PACKETS).tolist() == [FLAG_NO_PACKETS, 0]  # bytes known, packets not
 
 
 def test_nat_capture_flags_records_without_counters(corpus):
