@@ -18,9 +18,9 @@ from numba import prange
 
 from analytics.schema import FlowBatch
 
-#: Per-event columns carried into the segments (in pair order, then start time).
-EVENT_COLUMNS = ("start_ns", "end_ns", "bytes", "packets", "tcp_flags", "src_port", "app_proto", "topic_id",
-                 "flags", "topic_score")
+#: Per-event columns carried into the segments (in pair order, then start time); any other column is one gather
+#: away through ``PairSegments.row`` (each gather of 50M rows costs about a second, so only what the kernels read).
+EVENT_COLUMNS = ("start_ns", "end_ns", "bytes", "packets", "tcp_flags", "src_port", "app_proto", "topic_score")
 #: Per-pair key columns.
 KEY_COLUMNS = ("src_hi", "src_lo", "dst_hi", "dst_lo", "dst_port", "proto")
 
