@@ -369,3 +369,16 @@ def test_a_decoder_bug_in_the_block_path_is_contained_to_its_datagram(monkeypatc
     n = dec.decode_many([data, data, data], [EXPORTER_A, EXPORTER_B, EXPORTER_A], 0, builder)
     assert n == 2 and rows(builder.build()) == [REC1[:7]] * 2
     assert dec.rejected() == {"netflow.v9.malformed": 1}
+
+
+def test_nsel_create_and_event_times():
+    # NF_F_FLOW_CREATE_TIME_MSEC (152) starts the record, NF_F_EVENT_TIME_MSEC (323) ends it; the event alone does both.
+    both = [(8, 4), (12, 4), (152, 8), (323, 8)]
+    event_only = [(8, 4), (12, 4), (323, 8)]
+    addrs = bytes([10, 0, 0, 1, 10, 0, 0, 2])
+    t0 = EXPORT_S * 1000 - 5000
+    batch, _ = run([packet(template(256, both), template(257, event_only),
+                           flowset(256, addrs + struct.pack(">QQ", t0, t0 + 2030)),
+                           flowset(257, addrs + struct.pack(">Q", t0 + 10)))])
+    assert batch.start_ns.tolist() == [t0 * 10**6, (t0 + 10) * 10**6]
+    assert batch.end_ns.tolist() == [(t0 + 2030) * 10**6, (t0 + 10) * 10**6]
