@@ -15,8 +15,8 @@ How a block of datagrams is decoded:
    it is decoded with the state before it. A refresh of an identical template changes nothing and splits nothing.
 5. Data sets whose template is unknown are held (bounded per exporter, counted) and decoded when it arrives.
 
-Sampling: options data gives a rate per (exporter, domain, sampler id) (or per (exporter, domain) without one);
-a record's own sampling fields win. Times: every form listed in device_profiles/ipfix_elements.yaml (uptime-relative,
+Sampling: options data gives a rate per (exporter, domain, sampler id), per (exporter, domain, ingress interface)
+when the options record is scoped to an interface, or per (exporter, domain); a record's own sampling fields win. Times: every form listed in device_profiles/ipfix_elements.yaml (uptime-relative,
 seconds, milli/micro/nanoseconds, deltas), else the export time.
 """
 
@@ -143,6 +143,12 @@ def compile_template(fields: tuple, scope_count: int, options: bool) -> Template
                 ok = 1 <= length <= 8
             if ok:
                 plan[role] = (i, length)
+                break
+    if options:  # an options record scoped to an interface (v9 scope type 2, IPFIX ingressInterface) samples it
+        for i in range(scope_count):
+            pen, fid, length = fields[i]
+            if ((pen == SCOPE_PEN and fid == 2) or (pen == 0 and fid in (10, 252))) and 1 <= length <= 8:
+                plan["scope_interface"] = (i, length)
                 break
     fixed = all(f[2] != VARLEN for f in fields)
     offsets: list[int] = []
@@ -527,6 +533,7 @@ class TemplateFlowDecoder:
         self.pending: dict[tuple[int, int], list] = {}
         self._next_seq: dict[tuple[int, int, int], int] = {}
         self._scratch = np.empty(1 << 16, np.uint8)  # gathered records of one template group (reused)
+        self._if_sampled: set[tuple[int, int, int]] = set()  # (exporter, domain) with per-interface sampling
 
     # ---- public API ----------------------------------------------------------------------------------------
 
@@ -676,6 +683,8 @@ class TemplateFlowDecoder:
         for s in state.get("samplers", []):
             hi, lo = (int(x) for x in s["exporter"])
             self.samplers[(hi, lo, int(s["domain"]), int(s["sampler"]))] = int(s["rate"])
+            if int(s["sampler"]) < -1:
+                self._if_sampled.add((hi, lo, int(s["domain"])))
         for s in state.get("system_init", []):
             hi, lo = (int(x) for x in s["exporter"])
             self.system_init[(hi, lo, int(s["domain"]))] = int(s["ms"]) & _INT63
@@ -910,6 +919,11 @@ class TemplateFlowDecoder:
                 uniq, inv = np.unique(sid, return_inverse=True)
                 table = np.array([self.samplers.get((hi, lo, dom, int(s)), default) for s in uniq], np.uint64)
                 rate = table[inv.ravel()]
+            elif "in_if" in plan and (hi, lo, dom) in self._if_sampled:
+                ifx = get("in_if")
+                uniq, inv = np.unique(ifx, return_inverse=True)
+                table = np.array([self.samplers.get((hi, lo, dom, -2 - int(i)), default) for i in uniq], np.uint64)
+                rate = table[inv.ravel()]
             else:
                 return np.full(1, max(default, 1), np.uint64)  # one rate for all: broadcast
         return np.maximum(rate, np.uint64(1))
@@ -957,7 +971,16 @@ class TemplateFlowDecoder:
             rate = _packet_rate(get("sampling_packet_interval"),
                                 get("sampling_packet_space") if "sampling_packet_space" in plan else None)
         if rate is not None:
-            sid = get("sampler_id") if "sampler_id" in plan else np.full(n, -1, np.int64)
+            if "sampler_id" in plan:
+                sid = get("sampler_id").astype(np.int64)
+            elif "scope_interface" in plan:
+                # Per-interface sampling: key -2 - ifIndex (interface 0 means the whole device: the domain default).
+                ifx = get("scope_interface").astype(np.int64)
+                sid = np.where(ifx == 0, -1, -2 - ifx)
+                if (ifx != 0).any():
+                    self._if_sampled.add((hi, lo, dom))
+            else:
+                sid = np.full(n, -1, np.int64)
             for s, r in zip(sid.tolist(), rate.tolist()):
                 k = (hi, lo, dom, int(s))
                 if k not in self.samplers and len(self.samplers) >= MAX_SAMPLERS_PER_EXPORTER * 16:

@@ -382,3 +382,18 @@ def test_nsel_create_and_event_times():
                            flowset(257, addrs + struct.pack(">Q", t0 + 10)))])
     assert batch.start_ns.tolist() == [t0 * 10**6, (t0 + 10) * 10**6]
     assert batch.end_ns.tolist() == [(t0 + 2030) * 10**6, (t0 + 10) * 10**6]
+
+
+def test_options_sampling_scoped_to_an_interface():
+    # Options scope Interface (v9 scope type 2): the rate applies to flows entering that interface only.
+    opt = options_template(260, [(2, 4)], [(34, 4)])
+    opt_data = flowset(260, struct.pack(">II", 3, 50) + struct.pack(">II", 7, 500))
+    recs = v4_record(*REC1, i_if=3) + v4_record(*REC1, i_if=7) + v4_record(*REC1, i_if=9)
+    dec = FlowDecoders()
+    batch, _ = run([packet(opt, opt_data), packet(template(256, V4_FIELDS), flowset(256, recs))], decoders=dec)
+    assert batch.sampling_rate.tolist() == [50, 500, 1]
+    assert batch.bytes.tolist() == [1200 * 50, 1200 * 500, 1200]
+    fresh = FlowDecoders()
+    fresh.get("netflow.v9").import_state(json.loads(json.dumps(dec.get("netflow.v9").export_state())))
+    batch, _ = run([packet(flowset(256, recs))], decoders=fresh)
+    assert batch.sampling_rate.tolist() == [50, 500, 1]
