@@ -472,8 +472,10 @@ def _pair_stats(t, lo, hi, burst_min, burst_frac, min_beats, res, lattice, dead,
                 acf = max(_acf_at(x, nbins, lag - 1, denom), _acf_at(x, nbins, lag, denom),
                           _acf_at(x, nbins, lag + 1, denom))
                 # a period shows a peak of the autocorrelation at its lag, above the half lag (clustered,
-                # bursty traffic has a decaying autocorrelation instead); and at least 8 cycles in the series
-                if acf <= _acf_at(x, nbins, lag // 2, denom) or fbest < 8:
+                # bursty traffic has a decaying or flat autocorrelation instead); at least 16 cycles in the series;
+                # and not the ripple that an idle-timeout dead time puts near 2-3 dead times
+                if acf <= _acf_at(x, nbins, lag // 2, denom) or acf <= _acf_at(x, nbins, (3 * lag) // 2, denom) \
+                        or fbest < 16 or nbins * w / fbest < 3.0 * dead:
                     acf = -acf if acf > 0 else acf
                 if rank == 0:
                     out[F_SPEC_LOGP] = logp_s

@@ -225,6 +225,13 @@ def _stitch_pair(start, end, nbytes, packets, flags, sport, tcp, lo, hi, tol, ma
     if inside > heads:
         pair_out[1] = max(ta if any_cut_active else 0.0, dead)
         pair_out[2] = dead
+    elif any_cut_active:
+        # a few timeout slices among many connections: their starts (the timeout's grid) would pass for precise
+        # times; they add nothing the connections do not already show
+        for k in range(n):
+            cur = order[k]
+            if active[cur] and ta > 0 and end[cur] - start[cur] >= share * ta:
+                active[cur] = False
 
 
 @numba.njit(cache=True, parallel=True)

@@ -236,7 +236,8 @@ def pair_stats(times, p: BeaconParams = BeaconParams(), res_pair: float = 0.0, d
                              max(0.0, (pbest / omean - math.log(half - 1.0)) / math.log(10.0)))
                 lag = int(math.floor(nbins / fbest + 0.5))
                 acf = max(acf_at(x, lag - 1, denom), acf_at(x, lag, denom), acf_at(x, lag + 1, denom))
-                if acf <= acf_at(x, lag // 2, denom) or fbest < 8:
+                if acf <= acf_at(x, lag // 2, denom) or acf <= acf_at(x, (3 * lag) // 2, denom) \
+                        or fbest < 16 or nbins * w / fbest < 3.0 * dead:
                     acf = -acf if acf > 0 else acf
                 if rank == 0:
                     out["spec_logp"], out["spec_acf"] = logp_s, acf

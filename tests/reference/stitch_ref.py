@@ -96,5 +96,8 @@ def stitch_pair(events, tcp: bool, p: StitchParams, ta_global: float = 0.0):
     heads = sum(1 for i in range(len(events)) if head[i] == i)
     inside = sum(1 for i in range(len(events)) if head[i] != i and active[i])
     if inside <= heads:
+        for i in range(len(events)):
+            if active[i] and is_cut(i):
+                active[i] = False
         return head, active, (ta, 0.0, 0.0)
     return head, active, (ta, max(ta if cut_active_any else 0.0, dead), dead)
