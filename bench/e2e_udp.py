@@ -4,7 +4,7 @@ A sender process replays the same NetFlow export datagrams over loopback at a fi
 each receiver runs alone on the other core. Figures per receiver: records offered, records stored/decoded, loss, the
 receiver's CPU seconds, and records per CPU-second (the figure that does not depend on how busy the machine is).
 
-    .venv/bin/python bench/e2e_udp.py [--rate 1000000] [--seconds 5] [--format v5|v9]
+    .venv/bin/python bench/e2e_udp.py [--rate 1000000] [--seconds 5] [--format v5|v9|ipfix]
 
 The brokerwatch receiver is the service's own receive path (socket, UdpReceiver reading into one buffer on uvloop,
 FlowPipeline with its batched numba decode), with the bus replaced by a row counter.
@@ -51,11 +51,40 @@ def v5_datagrams(n_distinct: int = 64) -> tuple[list[bytes], int]:
     return out, 30
 
 
-#: Packets in each benchmark datagram: records r = 0..29 carry 3 + r packets.
-PACKETS_PER_DATAGRAM = sum(3 + r for r in range(30))
+class Workload:
+    """Datagrams replayed round-robin, with the records and packets each one carries (decoded once, in order)."""
+
+    def __init__(self, name: str, datagrams: list[bytes]):
+        from analytics.schema import FlowBatchBuilder
+        from collector.decoders import FlowDecoders
+
+        self.name = name
+        self.datagrams = datagrams
+        dec = FlowDecoders()
+        self.records, self.packets = [], []
+        for d in datagrams:
+            b = FlowBatchBuilder(64)
+            self.records.append(dec.decode(d, (0, 1), 0, b))
+            self.packets.append(int(b.build().packets.sum()))
+        self.per = sum(self.records) / len(datagrams)  # mean records per datagram
+
+    def offered(self, sent: int) -> int:
+        """Records in the first ``sent`` datagrams of the round-robin."""
+        k = len(self.datagrams)
+        return (sent // k) * sum(self.records) + sum(self.records[: sent % k])
+
+    def records_from_packets(self, packets: int) -> int:
+        """Records that a packet total stands for (for a collector that only keeps aggregates)."""
+        return round(packets * sum(self.records) / sum(self.packets))
+
+    @staticmethod
+    def from_fixture(name: str, path: Path) -> "Workload":
+        from collector.pcap import datagrams
+
+        return Workload(name, [d.payload for d in datagrams(str(path))])
 
 
-def sender(port: int, datagrams: list[bytes], rate_records: float, per: int, seconds: float) -> int:
+def sender(port: int, datagrams: list[bytes], rate_records: float, per: float, seconds: float) -> int:
     """Send datagrams round-robin at rate_records/s for seconds; returns datagrams sent."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
@@ -118,32 +147,55 @@ def brokerwatch_receiver(port: int, ready_fd: int) -> None:
     from analytics.schema import FlowBatchBuilder
 
     pipeline.decoders.decode_many(_d(2)[0], [(0, 1)] * 2, 0, FlowBatchBuilder(128))
+    for fx in ("netflow_v9", "ipfix"):
+        from collector.pcap import datagrams as _dg
+
+        warm = [d.payload for d in _dg(str(REPO / "fixtures" / fx / "softflowd_beacon_world.pcap"))]
+        pipeline.decoders.decode_many(warm, [(0, 2)] * len(warm), 0, FlowBatchBuilder(1024))
+    pipeline.decoders = type(pipeline.decoders)(pipeline.counters)  # measured run starts with no templates
     uvloop.run(main())
     ru = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"records": rows[0], "cpu_s": ru.ru_utime + ru.ru_stime - start_cpu[0],
-                      "rejected": pipeline.decoders.rejected()}), flush=True)
+                      "rejected": pipeline.decoders.rejected(),
+                      "dropped_by_kernel": _udp_drops(port)}), flush=True)
 
 
-def run_brokerwatch(datagrams, per, rate, seconds) -> dict:
+def _udp_drops(port: int) -> int:
+    """Datagrams the kernel dropped on the socket bound to port (/proc/net/udp 'drops' column), -1 if unknown."""
+    try:
+        for line in open("/proc/net/udp").read().splitlines()[1:]:
+            cols = line.split()
+            if int(cols[1].split(":")[1], 16) == port:
+                return int(cols[-1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return -1
+
+
+def run_brokerwatch(w: "Workload", rate, seconds) -> dict:
     port = free_port()
-    r, w = os.pipe()
+    ready_r, ready_w = os.pipe()
     proc = subprocess.Popen([sys.executable, "-c",
                              f"import sys; sys.path.insert(0, {str(REPO)!r}); from bench.e2e_udp import "
-                             f"brokerwatch_receiver; brokerwatch_receiver({port}, {w})"],
-                            pass_fds=(w,), stdout=subprocess.PIPE, text=True)
-    os.close(w)
-    os.read(r, 1)
-    base = resource.getrusage(resource.RUSAGE_CHILDREN)
-    sent = sender(port, datagrams, rate, per, seconds)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
+                             f"brokerwatch_receiver; brokerwatch_receiver({port}, {ready_w})"],
+                            pass_fds=(ready_w,), stdout=subprocess.PIPE, text=True)
+    os.close(ready_w)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise RuntimeError("the brokerwatch receiver did not start")
+        sent = sender(port, w.datagrams, rate, w.per, seconds)
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     fig = json.loads(out.strip().splitlines()[-1])
-    fig.update(offered=sent * per, name="brokerwatch (recvmmsg + numba batch)")
+    fig.update(offered=w.offered(sent), name="brokerwatch (recvmmsg + numba batch)")
+    if fig.get("rejected") or fig.get("dropped_by_kernel", 0) > 0:
+        print(f"brokerwatch: rejected {fig['rejected']}, kernel drops {fig['dropped_by_kernel']}")
     return fig
 
 
-def run_nfcapd(datagrams, per, rate, seconds) -> dict | None:
+def run_nfcapd(w: "Workload", rate, seconds) -> dict | None:
     if not shutil.which("nfcapd"):
         return None
     port = free_port()
@@ -152,7 +204,7 @@ def run_nfcapd(datagrams, per, rate, seconds) -> dict | None:
     proc = subprocess.Popen(["nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", d, "-t", "3600",
                              "-B", str(32 << 20)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
-    sent = sender(port, datagrams, rate, per, seconds)
+    sent = sender(port, w.datagrams, rate, w.per, seconds)
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
@@ -166,10 +218,10 @@ def run_nfcapd(datagrams, per, rate, seconds) -> dict | None:
                 records += int(line.split(":")[1])
     shutil.rmtree(d, ignore_errors=True)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return {"name": "nfcapd (nfdump, C)", "offered": sent * per, "records": records, "cpu_s": cpu}
+    return {"name": "nfcapd (nfdump, C)", "offered": w.offered(sent), "records": records, "cpu_s": cpu}
 
 
-def run_nfacctd(datagrams, per, rate, seconds) -> dict | None:
+def run_nfacctd(w: "Workload", rate, seconds) -> dict | None:
     if not shutil.which("nfacctd"):
         return None
     port = free_port()
@@ -183,7 +235,7 @@ def run_nfacctd(datagrams, per, rate, seconds) -> dict | None:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(["nfacctd", "-f", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.5)
-    sent = sender(port, datagrams, rate, per, seconds)
+    sent = sender(port, w.datagrams, rate, w.per, seconds)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     try:
@@ -200,27 +252,38 @@ def run_nfacctd(datagrams, per, rate, seconds) -> dict | None:
         with open(out) as f:
             rdr = csv.DictReader(f)
             packets = sum(int(row["PACKETS"]) for row in rdr)
-        # nfacctd aggregates; every datagram carries the same 525 packets in 30 records, so packets tell records.
-        records = round(packets * per / PACKETS_PER_DATAGRAM)
+        # nfacctd keeps aggregates only; the packet total tells how many records it took in.
+        records = w.records_from_packets(packets)
     if not keep:
         shutil.rmtree(d, ignore_errors=True)
     else:
         print("kept", d)
-    return {"name": "nfacctd (pmacct, C)", "offered": sent * per, "records": records, "cpu_s": cpu,
+    return {"name": "nfacctd (pmacct, C)", "offered": w.offered(sent), "records": records, "cpu_s": cpu,
             "note": "aggregated; records derived from packet totals"}
+
+
+FORMATS = {
+    "v5": lambda: Workload("NetFlow v5", v5_datagrams()[0]),
+    "v9": lambda: Workload.from_fixture("NetFlow v9 (softflowd)",
+                                        REPO / "fixtures" / "netflow_v9" / "softflowd_beacon_world.pcap"),
+    "ipfix": lambda: Workload.from_fixture("IPFIX (softflowd)",
+                                           REPO / "fixtures" / "ipfix" / "softflowd_beacon_world.pcap"),
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=1_000_000, help="records/s offered (default 1M)")
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--format", choices=sorted(FORMATS), default="v5",
+                    help="v5: synthetic 30-record datagrams; v9, ipfix: softflowd's exports in fixtures/")
     args = ap.parse_args()
-    datagrams, per = v5_datagrams()
-    print(f"NetFlow v5, {per} records/datagram, {args.rate:,.0f} records/s offered for {args.seconds:g} s over "
+    w = FORMATS[args.format]()
+    print(f"{w.name}, {w.per:.1f} records/datagram, {args.rate:,.0f} records/s offered for {args.seconds:g} s over "
           f"loopback; one receiver at a time")
-    results = [run_brokerwatch(datagrams, per, args.rate, args.seconds)]
+    results = [run_brokerwatch(w, args.rate, args.seconds)]
     for peer in (run_nfcapd, run_nfacctd):
-        fig = peer(datagrams, per, args.rate, args.seconds)
+        fig = peer(w, args.rate, args.seconds)
         if fig:
             results.append(fig)
     print(f"{'receiver':44} {'offered':>11} {'received':>11} {'loss':>7} {'cpu s':>7} {'records/cpu-s':>14}")
