@@ -91,7 +91,8 @@ def _split_rows(rows, start_ns, end_ns, src_hi, src_lo, dst_hi, dst_lo, exporter
         flags[i] = r.flags
 
 
-assert tuple(inspect.signature(_split_rows.py_func).parameters)[1:] == COLUMNS, "_split_rows must list FLOW_DTYPE"
+assert tuple(inspect.signature(getattr(_split_rows, "py_func", _split_rows)).parameters)[1:] == COLUMNS, \
+    "_split_rows must list FLOW_DTYPE"  # (py_func is absent under NUMBA_DISABLE_JIT=1)
 
 
 IPV4_MAPPED_HI = np.uint64(0)
@@ -247,6 +248,14 @@ class FlowBatchBuilder:
             rows[...] = 0
         self._n = need
         return rows
+
+    def keep(self, mark: int, mask: np.ndarray) -> int:
+        """Of the rows appended since ``mark``, keep those where mask is true (in order); returns how many remain."""
+        region = self._buf[mark:self._n]
+        kept = region[mask]
+        self._buf[mark:mark + len(kept)] = kept
+        self._n = mark + len(kept)
+        return len(kept)
 
     def truncate(self, n: int) -> None:
         """Drop the rows appended after the first n (used when a datagram is rejected half-way)."""

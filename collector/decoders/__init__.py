@@ -173,7 +173,16 @@ class FlowDecoders:
             sel = np.flatnonzero((kinds == kind) & ~oversized)
             decoder = self._decoders.get(name) if name else None
             if decoder is not None and hasattr(decoder, "decode_buffer"):
-                n, status = decoder.decode_buffer(buf, offs[sel], lens[sel], ex_hi[sel], ex_lo[sel], builder)
+                mark = len(builder)
+                try:
+                    n, status = decoder.decode_buffer(buf, offs[sel], lens[sel], ex_hi[sel], ex_lo[sel], builder)
+                except DECODE_EXCEPTIONS:  # a block-path bug on hostile input: redo it one datagram at a time
+                    builder.truncate(mark)
+                    for i in sel:
+                        o, k = int(offs[i]), int(lens[i])
+                        total += self.decode(buf[o:o + k].tobytes(), (int(ex_hi[i]), int(ex_lo[i])),
+                                             int(recv_ns[i]), builder, name)
+                    continue
                 total += n
                 self.counters.inc("brokerwatch_decoder_records_total", (name,), n)
                 if status.any():

@@ -639,11 +639,7 @@ class TemplateFlowDecoder:
             rows_dg = np.concatenate(self._rows_dg)
             good = status[rows_dg] == 0
             if not good.all():
-                region = builder._buf[mark:mark + n]  # the rows this call appended (FlowBatchBuilder offers no view)
-                kept = region[good].copy()
-                builder.truncate(mark)
-                builder.reserve(len(kept), zero=False)[:] = kept
-                n = len(kept)
+                n = builder.keep(mark, good)
         ok = status == 0
         if ok.any():
             self._account_sequences(ex_hi[ok], ex_lo[ok], hdr[ok], self._records_in[ok], self._unknown_in[ok])

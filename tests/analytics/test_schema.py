@@ -63,3 +63,12 @@ def test_address_words_round_trip():
         hi, lo = ip_to_words(text)
         back = words_to_ip(hi, lo)
         assert back == (text if text != "::ffff:1.2.3.4" else "1.2.3.4")
+
+
+def test_keep_filters_the_rows_appended_since_a_mark():
+    b = FlowBatchBuilder(8)
+    b.reserve(2)["bytes"] = [1, 2]
+    mark = len(b)
+    b.reserve(4)["bytes"] = [10, 11, 12, 13]
+    assert b.keep(mark, np.array([True, False, True, False])) == 2
+    assert b.build().bytes.tolist() == [1, 2, 10, 12]

@@ -207,3 +207,26 @@ def test_batch_path_equals_one_by_one(kinds):
     assert n1 == n2 == len(b1) == len(b2)
     assert b1.build().to_rows().tobytes() == b2.build().to_rows().tobytes()
     assert one.counters.snapshot() == many.counters.snapshot()
+
+
+def test_a_block_path_bug_falls_back_to_one_datagram_at_a_time():
+    dec = FlowDecoders()
+    real = dec.get("netflow.v5")
+
+    class Broken:
+        name, REASONS = real.name, real.REASONS
+
+        def decode_buffer(self, *args):
+            raise IndexError("bug in the block path")
+
+        def decode(self, data, exporter, recv_ns, builder):
+            if data[-1] == 0xEE:
+                raise IndexError("bug on this datagram")
+            return real.decode(data, exporter, recv_ns, builder)
+
+    dec._decoders["netflow.v5"] = Broken()
+    builder = FlowBatchBuilder(8)
+    good, bad = v5_datagram([REC]), v5_datagram([REC]) + b"\xee"
+    assert dec.decode_many([good, bad, good], [EXPORTER] * 3, 0, builder) == 2
+    assert len(builder) == 2
+    assert dec.rejected() == {"netflow.v5.malformed": 1}
