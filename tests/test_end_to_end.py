@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 
 import pytest
 
 from collector.cli import main
 from collector.pcap import datagrams
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, require_tool
 from tests.live import Running
 
 V5_FIXTURE = FIXTURES / "netflow_v5" / "softflowd_beacon_world.pcap"
@@ -63,3 +64,25 @@ def test_live_run_over_loopback_udp_sees_the_same_alert(tmp_path):
     expected = {("AN0005", *pair) for pair in labelled_pairs("c2")}
     assert alert_pairs((tmp_path / "alerts.jsonl").read_text().splitlines()) == expected
     assert alert_pairs(result["stdout"].splitlines()) == expected
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("version, dataset", [(9, "netflow.v9"), (10, "ipfix")])
+def test_softflowd_exporting_to_a_running_service(tmp_path, version, dataset):
+    """A real exporter talking to the service directly: softflowd reads the beacon-world traffic and exports it."""
+    softflowd = require_tool("softflowd")
+    svc = Running(tmp_path, extra=("--cadence", "0.5"))
+    port = svc.ports["netflow"] if version == 9 else svc.ports["ipfix"]
+    try:
+        # The fixtures' settings (fixtures/make_fixtures.sh); no -c: see the note there about softflowd 1.1.0.
+        subprocess.run(["timeout", "120", softflowd, "-d", "-r", str(FIXTURES / "traffic" / "beacon_world.pcap"),
+                        "-a", "-n", f"127.0.0.1:{port}", "-v", str(version), "-m", "65536", "-t", "tcp=3600",
+                        "-t", "tcp.fin=60", "-t", "tcp.rst=60", "-t", "udp=300", "-t", "maxlife=1800",
+                        "-t", "expint=60"], check=True, capture_output=True)
+    finally:
+        result = svc.stop()
+    # softflowd's captured export of the same traffic holds 600 records (fixtures/README.md).
+    assert result["records"] == {dataset: 600}
+    assert result["rejected"] == {}
+    expected = {("AN0005", *pair) for pair in labelled_pairs("c2")}
+    assert alert_pairs((tmp_path / "alerts.jsonl").read_text().splitlines()) == expected
