@@ -86,3 +86,17 @@ def test_softflowd_exporting_to_a_running_service(tmp_path, version, dataset):
     assert result["rejected"] == {}
     expected = {("AN0005", *pair) for pair in labelled_pairs("c2")}
     assert alert_pairs((tmp_path / "alerts.jsonl").read_text().splitlines()) == expected
+
+
+def test_the_same_beacon_in_firewall_logs_raises_the_same_alert(tmp_path):
+    """fixtures/syslog/asa_beacon_world.log is the ASA connection log of the same traffic (gen_asa_from_traffic.py)."""
+    log = FIXTURES / "syslog" / "asa_beacon_world.log"
+    alerts = {}
+    for name, path in (("netflow", V5_FIXTURE), ("syslog", log)):
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["replay", str(path), "--alerts", str(out)]) == 0
+        alerts[name] = out.read_text().splitlines()
+    assert alert_pairs(alerts["syslog"]) == alert_pairs(alerts["netflow"]) == {
+        ("AN0005", *pair) for pair in labelled_pairs("c2")}
+    ids = {name: {json.loads(line)["event"]["id"] for line in lines} for name, lines in alerts.items()}
+    assert ids["syslog"] == ids["netflow"]  # one alert per (analytic, pair, window), whatever the source
