@@ -119,8 +119,7 @@ class _TcpProtocol(asyncio.Protocol):
             return
         now = time.time_ns()
         self.sink.counters.inc("brokerwatch_syslog_messages_total", ("tcp",), len(messages))
-        for m in messages:
-            self.sink.parser.feed_line(m, self.peer, now, self.sink.builder)
+        self.sink.parser.feed_lines(messages, self.peer, now, self.sink.builder)
         self.sink.rows_added()
 
     def eof_received(self):

@@ -60,11 +60,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import yaml
 
 from analytics.schema import (
     ACTION_ID,
     APP_PROTOCOL_ID,
+    FLOW_DTYPE,
     FLAG_NO_COUNTERS,
     FLAG_NO_PACKETS,
     FLAG_NO_INTERFACES,
@@ -82,6 +84,7 @@ NOT_SYSLOG_PROFILES = frozenset({"ipfix_elements.yaml"})
 MAX_LINE = 16384
 #: Open sessions (start seen, end not yet) held per parser before the oldest is evicted and counted.
 MAX_OPEN_SESSIONS = 65536
+_I64_MIN, _I64_MAX, _U64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 
 # ---------------------------------------------------------------------------------------------------------------
 # Header parsing
@@ -179,6 +182,24 @@ def parse_header(text: str) -> Header:
         h.body = h.msg = text
         return h
     h.kind = "3164"
+    head = m.group(0)
+    cached = _head_cache.get(head)
+    if cached is not None:
+        h.pri, h.stamp = cached
+    else:
+        _head_3164(h, m)
+        if len(_head_cache) >= 4096:
+            _head_cache.clear()
+        _head_cache[head] = (h.pri, h.stamp)
+    _host_tag_body(h, text[m.end():])
+    return h
+
+
+#: PRI and stamp of recent RFC 3164 header prefixes (the matched text): stamps repeat for a whole second.
+_head_cache: dict[str, tuple] = {}
+
+
+def _head_3164(h: Header, m: re.Match) -> None:
     if m.group(1):
         h.pri = int(m.group(1))
     if m.group("mon"):
@@ -194,7 +215,10 @@ def parse_header(text: str) -> Header:
                                             int(ss), 0, None)
     else:
         h.stamp = _iso_stamp(_RE_ISO.match(m.group("iso")))
-    rest = text[m.end():]
+
+
+def _host_tag_body(h: Header, rest: str) -> None:
+    """HOST, TAG and MSG after an RFC 3164 stamp (or the header of a 5424 message relayed behind it)."""
     # HOST: a token that is neither a key=value, a TAG: nor a vendor message id (%ASA-...).
     sp = rest.find(" ")
     token = rest if sp < 0 else rest[:sp]
@@ -213,9 +237,8 @@ def parse_header(text: str) -> Header:
             h.host, h.app, h.msgid = r.group(9), r.group(10), r.group(12)
             h.kind = "5424"
             _split_5424_rest(h, rest[r.end():])
-            return h
+            return
     h.body = h.msg = rest
-    return h
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -322,11 +345,29 @@ def _parse_epoch(text: str) -> int | None:
     return v
 
 
+def _memo(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """parse with its results kept per text (bounded): logs repeat the same stamp text for a whole second."""
+    cache: dict[str, Any] = {}
+
+    def memo(text: str) -> Any:
+        try:
+            return cache[text]
+        except KeyError:
+            pass
+        if len(cache) >= 4096:
+            cache.clear()
+        v = cache[text] = parse(text)
+        return v
+
+    memo.__doc__ = parse.__doc__
+    return memo
+
+
 #: Time formats a profile may name; each returns a stamp tuple (or ns for "epoch"), None when the text does not fit.
 TIME_FORMATS: dict[str, Callable[[str], Any]] = {
-    "ymd_hms": _parse_ymd,  # 2018/11/30 16:09:07, 2019-05-13 11:45:04, ISO 8601 with optional offset
-    "clf": _parse_clf,  # 20/Jun/2022:13:09:14 +0200
-    "bsd": _parse_bsd,  # Oct 03 2018 17:34:08, Sep 28 10:38:09
+    "ymd_hms": _memo(_parse_ymd),  # 2018/11/30 16:09:07, 2019-05-13 11:45:04, ISO 8601 with optional offset
+    "clf": _memo(_parse_clf),  # 20/Jun/2022:13:09:14 +0200
+    "bsd": _memo(_parse_bsd),  # Oct 03 2018 17:34:08, Sep 28 10:38:09
     "epoch": _parse_epoch,  # 1557968619 or 1557773104815101919
 }
 
@@ -475,19 +516,51 @@ def _getter(spec: Any, where: str, path: Path) -> Callable[[dict], str | None]:
         if "+" in spec:
             parts = [int(p) if p.strip().isdigit() else p.strip() for p in spec.split("+")]
 
-            def total(f: dict) -> str | None:
-                vals = [_unquote(f.get(p)) for p in parts]
-                vals = [v for v in vals if v not in (None, "")]
-                if not vals:
-                    return None
-                try:
-                    return str(sum(int(v) for v in vals))
-                except ValueError:
-                    return "x"  # not a number: rejected where it is used
-
-            return total
+            parts = tuple(parts)
+            return lambda f: _total(f, parts)
         return lambda f, k=spec: _unquote(f.get(k))
     raise ProfileError(path, where, f"expected a field name, a column number, 'a+b' or a list, got {spec!r}")
+
+
+def _total(f: dict, parts: tuple) -> str | None:
+    """The 'a+b' getter: the sum of the parts that are present, None when none is, "x" when one is not a number."""
+    vals = [_unquote(f.get(p)) for p in parts]
+    vals = [v for v in vals if v not in (None, "")]
+    if not vals:
+        return None
+    try:
+        return str(sum(int(v) for v in vals))
+    except ValueError:
+        return "x"  # not a number: rejected where it is used
+
+
+def _getter_expr(spec: Any) -> str:
+    """Python expression over ``f`` with the value ``_getter(spec)`` returns (spec already validated by it).
+
+    Alternatives become ``a or b or None``: the getters return only strings or None, and the first alternative that
+    is neither None nor "" is the first truthy one.
+    """
+    if isinstance(spec, list):
+        return "(" + " or ".join(_getter_expr(s) for s in spec) + " or None)"
+    if isinstance(spec, dict):
+        return repr(str(spec["const"]))
+    if isinstance(spec, str) and "+" in spec:
+        parts = tuple(int(p) if p.strip().isdigit() else p.strip() for p in spec.split("+"))
+        return f"_total(f, {parts!r})"
+    return f"_uq(f.get({spec!r}))"
+
+
+#: The record fields a message's ``fetch`` returns, in order.
+FETCHED = ("src_ip", "dst_ip", "proto", "src_port", "dst_port", "bytes", "packets", "in_if", "out_if")
+
+
+def _fetcher(fields: dict) -> Callable[[dict], tuple]:
+    """One compiled function that reads every FETCHED field (None where the message does not map it) in one call:
+    what the per-field getters return, without a Python call per field and per alternative."""
+    exprs = ", ".join(_getter_expr(fields[k]) if k in fields else "None" for k in FETCHED)
+    ns: dict = {"_uq": _unquote, "_total": _total}
+    exec(f"def fetch(f):\n    return ({exprs})\n", ns)  # noqa: S102 - source built from validated profile specs
+    return ns["fetch"]
 
 
 def _compile_regex(pattern: Any, where: str, path: Path) -> re.Pattern:
@@ -620,6 +693,8 @@ class Message:
     duration: tuple[Callable[[dict], str | None], Callable[[str], int | None]] | None
     action: _Mapped
     swap: tuple[Callable[[dict], str | None], set[str]] | None
+    #: The FETCHED fields in one call (``_fetcher``).
+    fetch: Callable[[dict], tuple] = None
 
 
 @dataclass
@@ -853,6 +928,7 @@ def load_profile(path: str | Path) -> Profile:
             get=get, times=times, duration=duration,
             action=_mapped(action_spec, f"{where}.action", path, set(ACTION_ID) - {""}),
             swap=swap,
+            fetch=_fetcher(fields),
         ))
     priority = data.get("priority", 50)
     if not isinstance(priority, int):
@@ -929,42 +1005,72 @@ class SyslogParser:
         self._last_profile: dict[tuple, Profile] = {}
         self._log = RateLimitedLog()
         self._default_dataset = dataset_id("syslog")
+        # Rows made since the last flush (FLOW_DTYPE tuples), written to the builder once per feed_* call, and
+        # their count per decoder label (one counter update per call rather than per row).
+        self._rows: list[tuple] = []
+        self._made: dict[tuple, int] = {}
 
     # -- public API -------------------------------------------------------------------------------------------
 
     def feed_line(self, line: bytes, exporter: tuple[int, int], recv_ns: int, builder: FlowBatchBuilder) -> int:
         """Parse one syslog message (a text line, with or without its newline); returns the rows appended."""
-        if len(line) > self.max_line:
-            self.counters.inc("brokerwatch_syslog_oversized_total", ("line",))
-            line = line[: self.max_line]
-        text = line.decode("utf-8", "replace").rstrip("\r\n\x00")
-        if not text.strip():
-            return 0
-        try:
-            return self._parse(text, exporter, recv_ns, builder)
-        except Exception as exc:  # noqa: BLE001 - a bug on one hostile line must not stop the stream; counted
-            self._reject("syslog", "malformed", repr(exc))
-            return 0
+        self._line(line, exporter, recv_ns)
+        return self._flush(builder)
 
     def feed_datagram(self, payload: bytes, exporter: tuple[int, int], recv_ns: int,
                       builder: FlowBatchBuilder) -> int:
         """Parse a syslog datagram (one message, or several separated by newlines); returns the rows appended."""
         if b"\n" not in payload.rstrip(b"\r\n\x00"):
-            return self.feed_line(payload, exporter, recv_ns, builder)
-        return sum(self.feed_line(p, exporter, recv_ns, builder) for p in payload.split(b"\n") if p.strip())
+            self._line(payload, exporter, recv_ns)
+        else:
+            one = self._line
+            for p in payload.split(b"\n"):
+                if p.strip():
+                    one(p, exporter, recv_ns)
+        return self._flush(builder)
 
     def feed_lines(self, lines, exporter: tuple[int, int], recv_ns: int, builder: FlowBatchBuilder) -> int:
-        """``feed_line`` over many lines from one sender."""
-        n = 0
+        """``feed_line`` over many lines from one sender (the rows are written to the builder once, at the end)."""
+        one = self._line
         for line in lines:
-            n += self.feed_line(line, exporter, recv_ns, builder)
-        return n
+            one(line, exporter, recv_ns)
+        return self._flush(builder)
 
     def open_sessions(self) -> int:
         """Session starts waiting for their end."""
         return len(self._sessions)
 
     # -- internals ----------------------------------------------------------------------------------------------
+
+    def _flush(self, builder: FlowBatchBuilder) -> int:
+        """Write the rows made since the last flush to the builder; returns how many."""
+        rows = self._rows
+        n = len(rows)
+        if not n:
+            return 0
+        view = builder.reserve(n, zero=False)
+        if n == 1:
+            view[0] = rows[0]
+        else:
+            view[:] = np.array(rows, FLOW_DTYPE)
+        rows.clear()
+        for label, k in self._made.items():
+            self.counters.inc("brokerwatch_decoder_records_total", label, k)
+        self._made.clear()
+        return n
+
+    def _line(self, line: bytes, exporter: tuple[int, int], recv_ns: int) -> None:
+        """Parse one message; its row (if any) is added to the pending rows."""
+        if len(line) > self.max_line:
+            self.counters.inc("brokerwatch_syslog_oversized_total", ("line",))
+            line = line[: self.max_line]
+        text = line.decode("utf-8", "replace").rstrip("\r\n\x00")
+        if not text.strip():
+            return
+        try:
+            self._parse(text, exporter, recv_ns)
+        except Exception as exc:  # noqa: BLE001 - a bug on one hostile line must not stop the stream; counted
+            self._reject("syslog", "malformed", repr(exc))
 
     def _reject(self, decoder: str, reason: str, detail: str = "") -> None:
         self.counters.inc("brokerwatch_decoder_errors_total", (decoder, reason))
@@ -985,7 +1091,7 @@ class SyslogParser:
                     return p
         return None
 
-    def _parse(self, text: str, exporter: tuple[int, int], recv_ns: int, builder: FlowBatchBuilder) -> int:
+    def _parse(self, text: str, exporter: tuple[int, int], recv_ns: int) -> int:
         h = parse_header(text)
         f: dict = {}
         profile = self._detect(h, exporter, f)
@@ -1008,7 +1114,7 @@ class SyslogParser:
                 self._reject(decoder, "malformed", text)
                 return 0
         try:
-            return self._emit(profile, msg, h, f, exporter, recv_ns, builder)
+            return self._emit(profile, msg, h, f, exporter, recv_ns)
         except RejectLine as exc:
             self._reject(decoder, exc.reason, text)
             return 0
@@ -1038,23 +1144,23 @@ class SyslogParser:
                 continue
         return None
 
-    def _emit(self, profile: Profile, msg: Message, h: Header, f: dict, exporter: tuple[int, int], recv_ns: int,
-              builder: FlowBatchBuilder) -> int:
+    def _emit(self, profile: Profile, msg: Message, h: Header, f: dict, exporter: tuple[int, int],
+              recv_ns: int) -> int:
         get = msg.get
         kind = msg.kind if isinstance(msg.kind, str) else (_resolve_mapped(msg.kind, f) or "flow")
+        # Every mapped field at once (a field the message does not map is None, which reads as "absent" below).
+        stext, dtext, ptext, sp, dp, b, p, iv, ov = msg.fetch(f)
         # Addresses, protocol, ports.
-        src = ip_words(get["src_ip"](f) or "")
-        dst = ip_words(get["dst_ip"](f) or "")
+        src = ip_words(stext or "")
+        dst = ip_words(dtext or "")
         if src is None or dst is None:
             raise RejectLine("bad_address")
-        ptext = get["proto"](f)
         proto = _protocol(ptext) if ptext else None
         if proto is None:
             raise RejectLine("bad_protocol")
         flags = 0
         sport = dport = 0
-        if proto in PORT_PROTOCOLS and "src_port" in get and "dst_port" in get:
-            sp, dp = get["src_port"](f), get["dst_port"](f)
+        if proto in PORT_PROTOCOLS:
             if sp is None or dp is None or sp == "" or dp == "":
                 flags |= FLAG_NO_PORTS
             else:
@@ -1067,14 +1173,12 @@ class SyslogParser:
             flags |= FLAG_NO_PORTS
         # Counters.
         nbytes = npackets = 0
-        b = get["bytes"](f) if "bytes" in get else None
         if b is None or b == "":
             flags |= FLAG_NO_COUNTERS
         else:
             if not b.isdigit():
                 raise RejectLine("bad_counter")
             nbytes = int(b)
-            p = get["packets"](f) if "packets" in get else None
             if p is not None and p != "":
                 if not p.isdigit():
                     raise RejectLine("bad_counter")
@@ -1083,8 +1187,6 @@ class SyslogParser:
                 flags |= FLAG_NO_PACKETS  # bytes known, packets not (ASA teardowns): say so, not "0 packets"
         # Interfaces: numeric ids only (names need a string column the record does not have).
         in_if = out_if = 0
-        iv = get["in_if"](f) if "in_if" in get else None
-        ov = get["out_if"](f) if "out_if" in get else None
         if iv and ov and iv.isdigit() and ov.isdigit() and int(iv) < 2**32 and int(ov) < 2**32:
             in_if, out_if = int(iv), int(ov)
         else:
@@ -1133,14 +1235,15 @@ class SyslogParser:
                 src, dst, sport, dport, in_if, out_if = dst, src, dport, sport, out_if, in_if
         elif kind == "close" and profile.orient_unknown == "lower_port_is_destination":
             oriented = False
+        if kind == "flow":
+            return self._row(start, end, src, dst, sport, dport, proto, nbytes, npackets, app, action, in_if, out_if,
+                             flags, profile, exporter)
         rec = _Record(start, end, src, dst, sport, dport, proto, nbytes, npackets, app, action, in_if, out_if, flags,
                       0, duration is not None, oriented)
-        if kind == "flow":
-            return self._append(rec, profile, exporter, builder)
         key = (exporter, h.host, profile.vendor) + tuple(g(f) for g in msg.session)
         if kind == "open":
             if profile.emit_open:
-                return self._append(rec, profile, exporter, builder)
+                return self._append(rec, profile, exporter)
             self._sessions[key] = rec
             self._sessions.move_to_end(key)
             if len(self._sessions) > self.max_sessions:
@@ -1169,12 +1272,23 @@ class SyslogParser:
             # Heuristic for an end message whose start was not seen: the lower port is the service.
             rec.src, rec.dst, rec.src_port, rec.dst_port = rec.dst, rec.src, rec.dst_port, rec.src_port
             rec.in_if, rec.out_if = rec.out_if, rec.in_if
-        return self._append(rec, profile, exporter, builder)
+        return self._append(rec, profile, exporter)
 
-    def _append(self, r: _Record, profile: Profile, exporter: tuple[int, int], builder: FlowBatchBuilder) -> int:
-        row = builder.reserve(1, zero=False)
-        row[0] = (r.start_ns, r.end_ns, r.src[0], r.src[1], r.dst[0], r.dst[1], exporter[0], exporter[1], r.bytes,
-                  r.packets, 1, r.in_if, r.out_if, 0, r.src_port, r.dst_port, r.proto, r.tcp_flags, r.app, r.action,
-                  profile.dataset, r.flags)
-        self.counters.inc("brokerwatch_decoder_records_total", profile.label)
+    def _append(self, r: _Record, profile: Profile, exporter: tuple[int, int]) -> int:
+        return self._row(r.start_ns, r.end_ns, r.src, r.dst, r.src_port, r.dst_port, r.proto, r.bytes, r.packets,
+                         r.app, r.action, r.in_if, r.out_if, r.flags, profile, exporter)
+
+    def _row(self, start: int, end: int, src: tuple[int, int], dst: tuple[int, int], sport: int, dport: int,
+             proto: int, nbytes: int, npackets: int, app: int, action: int, in_if: int, out_if: int, flags: int,
+             profile: Profile, exporter: tuple[int, int]) -> int:
+        """Add one row to the pending rows (written to the builder by _flush)."""
+        # The checks numpy would make when the row is stored, made here so that a value out of range rejects this
+        # line alone (as a malformed one, as before rows were written per block) and not the whole block.
+        if not (_I64_MIN <= start <= _I64_MAX and _I64_MIN <= end <= _I64_MAX and nbytes <= _U64_MAX
+                and npackets <= _U64_MAX):
+            raise OverflowError(f"value out of range for the record: {start} {end} {nbytes} {npackets}")
+        self._rows.append((start, end, src[0], src[1], dst[0], dst[1], exporter[0], exporter[1], nbytes, npackets, 1,
+                           in_if, out_if, 0, sport, dport, proto, 0, app, action, profile.dataset, flags))
+        made = self._made
+        made[profile.label] = made.get(profile.label, 0) + 1
         return 1
