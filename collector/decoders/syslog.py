@@ -446,6 +446,21 @@ def _protocol(text: str) -> int | None:
     return PROTOCOL_NUMBERS.get(text.lower())
 
 
+_proto_cache: dict[str, int | None] = {}
+
+
+def _protocol_cached(text: str) -> int | None:
+    """_protocol, remembered per text (a handful of distinct values in practice; bounded all the same)."""
+    try:
+        return _proto_cache[text]
+    except KeyError:
+        pass
+    if len(_proto_cache) >= 1024:
+        _proto_cache.clear()
+    v = _proto_cache[text] = _protocol(text)
+    return v
+
+
 class RejectLine(Exception):
     """A recognised message that cannot become a record; ``reason`` labels the counter."""
 
@@ -1016,6 +1031,9 @@ class SyslogParser:
         # their count per decoder label (one counter update per call rather than per row).
         self._rows: list[tuple] = []
         self._made: dict[tuple, int] = {}
+        # ns of (stamp, zone, reference) seen lately: a stamp repeats for a whole second, and placing a year-less
+        # one takes three conversions.
+        self._ns_cache: dict[tuple, int] = {}
 
     # -- public API -------------------------------------------------------------------------------------------
 
@@ -1146,10 +1164,22 @@ class SyslogParser:
             if s.epoch:
                 return parsed
             try:
-                return stamp_to_ns(parsed, tz, ref)
+                return self._stamp_ns(parsed, tz, ref)
             except (ValueError, OverflowError):
                 continue
         return None
+
+    def _stamp_ns(self, stamp: tuple, tz: str, ref: int) -> int:
+        """stamp_to_ns, remembered (its errors are not: they are raised again)."""
+        key = (stamp, tz, ref)
+        cache = self._ns_cache
+        v = cache.get(key)
+        if v is None:
+            v = stamp_to_ns(stamp, tz, ref)
+            if len(cache) >= 4096:
+                cache.clear()
+            cache[key] = v
+        return v
 
     def _emit(self, profile: Profile, msg: Message, h: Header, f: dict, exporter: tuple[int, int],
               recv_ns: int) -> int:
@@ -1158,11 +1188,11 @@ class SyslogParser:
         # Every mapped field at once (a field the message does not map is None, which reads as "absent" below).
         stext, dtext, ptext, sp, dp, b, p, iv, ov = msg.fetch(f)
         # Addresses, protocol, ports.
-        src = ip_words(stext or "")
-        dst = ip_words(dtext or "")
+        src = _ip_cache.get(stext) or ip_words(stext or "")
+        dst = _ip_cache.get(dtext) or ip_words(dtext or "")
         if src is None or dst is None:
             raise RejectLine("bad_address")
-        proto = _protocol(ptext) if ptext else None
+        proto = _protocol_cached(ptext) if ptext else None
         if proto is None:
             raise RejectLine("bad_protocol")
         flags = 0
@@ -1210,7 +1240,7 @@ class SyslogParser:
         action_name = _resolve_mapped(msg.action, f)
         action = ACTION_ID.get(action_name, 0)
         # Times.
-        tz = self._zone(profile, h, exporter)
+        tz = self._zone(profile, h, exporter) if self.timezones else profile.timezone
         ref = recv_ns or self.reference_ns
         duration = None
         if msg.duration is not None:
@@ -1227,7 +1257,7 @@ class SyslogParser:
             end = self._time(msg.times["time"], f, tz, ref)
         if end is None and h.stamp is not None:
             try:
-                end = stamp_to_ns(h.stamp, tz, ref)
+                end = self._stamp_ns(h.stamp, tz, ref)
             except (ValueError, OverflowError):
                 end = None
         if end is None:
