@@ -285,7 +285,7 @@ class Detector:
 def _reputation_alerts(label: str) -> bool:
     """A hit alerts on its own when it comes from an operator's threat-intel source; hits on the shipped list of
     public brokers and dynamic-DNS names (default_reputation.txt, and names resolved from it) are evidence only."""
-    return not (label.startswith("default_reputation.txt:") or label.startswith("reputation:"))
+    return not label.startswith("default_reputation.txt:")
 
 
 __all__ = ["Detector", "DetectorParams", "Alert"]

@@ -86,6 +86,7 @@ def _with_reputation(config: Config, where: str, resolve: bool, timeout: float) 
     if problems:
         raise ConfigError(problems)
     rows, names, suffixes = [], [], []
+    name_labels: dict[str, str] = {}  # host name -> the source file it came from (first seen)
     for entry, label in entries:
         if entry.startswith("."):
             suffixes.append(entry.lower())
@@ -95,6 +96,7 @@ def _with_reputation(config: Config, where: str, resolve: bool, timeout: float) 
             continue  # counted below as skipped; a threat feed with junk lines must not stop the service
         if parsed[0] is None:
             names.append(entry.lower())
+            name_labels.setdefault(entry.lower(), label)
             suffixes.append("=" + entry.lower())  # exact host name match for endpoint destination.domain
         else:
             rows.append((parsed[0], 0, parsed[1], f"{label}:{entry}"))
@@ -105,7 +107,7 @@ def _with_reputation(config: Config, where: str, resolve: bool, timeout: float) 
                 if name in config.allow.hostnames:
                     allow_rows.append((a, 0, -1, name))
                 else:
-                    rows.append((a, 0, -1, f"reputation:{name}"))
+                    rows.append((a, 0, -1, f"{name_labels.get(name, 'reputation')}:{name}"))
     allow = config.allow
     if allow_rows:
         allow = _extend(allow, allow_rows)

@@ -106,3 +106,15 @@ def test_missing_reputation_file_is_an_error(tmp_path):
 def test_from_mapping_rejects_non_mapping():
     with pytest.raises(ConfigError):
         Config.from_mapping([1, 2])
+
+
+def test_resolved_host_names_keep_their_source_file(tmp_path):
+    feed = tmp_path / "intel.txt"
+    feed.write_text("localhost\n")  # resolves without a network
+    cfg = tmp_path / "bw.yaml"
+    cfg.write_text(f"BrokerReputationList:\n  sources: [{feed.name}]\n  use_default: false\n")
+    c = load_config(str(cfg), resolve=True)
+    assert "intel.txt:localhost" in c.reputation.labels
+    hi, lo = ip_to_words("127.0.0.1")
+    hit = c.reputation.match(np.array([hi], np.uint64), np.array([lo], np.uint64))[0]
+    assert hit >= 0 and c.reputation.labels[hit] == "intel.txt:localhost"
