@@ -398,7 +398,11 @@ def _fill_rows(rows, start, end, src_hi, src_lo, dst_hi, dst_lo, ex_hi, ex_lo, o
 # --------------------------------------------------------------------------------------------------------------
 # Template set parsing (pure, no state)
 
-@dataclass
+#: Template sets whose parse is remembered (by their exact bytes), per decoder.
+PARSED_SET_CACHE = 4096
+
+
+@dataclass(frozen=True)
 class TemplateOp:
     """One template record: a definition (fields) or a withdrawal (fields None; tid == set id withdraws all)."""
 
@@ -532,6 +536,7 @@ class TemplateFlowDecoder:
         # (ex_hi, ex_lo) -> list of held sets (key, bytes, secs, uptime, domain)
         self.pending: dict[tuple[int, int], list] = {}
         self._next_seq: dict[tuple[int, int, int], int] = {}
+        self._parsed_sets: dict[tuple[int, bytes], list[TemplateOp]] = {}
         self._scratch = np.empty(1 << 16, np.uint8)  # gathered records of one template group (reused)
         self._if_sampled: set[tuple[int, int, int]] = set()  # (exporter, domain) with per-interface sampling
 
@@ -605,8 +610,16 @@ class TemplateFlowDecoder:
             if status[d]:
                 continue
             o = int(set_off[j])
+            raw = buf[o:o + int(set_len[j])].tobytes()
+            cached = self._parsed_sets.get((sid, raw))
+            if cached is not None:  # exporters resend the same template sets over and over: parse each once
+                ops[int(j)] = cached
+                continue
             try:
-                ops[int(j)] = self._parse_template_set(buf[o:o + int(set_len[j])].tobytes(), sid)
+                ops[int(j)] = parsed = self._parse_template_set(raw, sid)
+                if len(self._parsed_sets) >= PARSED_SET_CACHE:
+                    self._parsed_sets.clear()
+                self._parsed_sets[(sid, raw)] = parsed
             except DecodeError as exc:
                 status[d] = REASON_CODE[exc.reason]
                 self._last_detail = exc.detail
