@@ -660,7 +660,7 @@ def _when(spec: Any, where: str, path: Path) -> Callable[[Header, dict], bool]:
         return lambda h, f: True
     if isinstance(spec, list):  # every condition must hold
         parts = [_when(s, f"{where}[{i}]", path) for i, s in enumerate(spec)]
-        return lambda h, f: all(p(h, f) for p in parts)
+        return _all_of(parts)
     if not isinstance(spec, dict):
         raise ProfileError(path, where, "expected a mapping")
     unknown = set(spec) - {"field", "equals", "in", "regex", "msgid"}
@@ -675,7 +675,11 @@ def _when(spec: Any, where: str, path: Path) -> Callable[[Header, dict], bool]:
             want = {str(x).lower() for x in spec["in"]}
         else:
             raise ProfileError(path, where, "'field' needs 'equals' or a list 'in'")
-        tests.append(lambda h, f: str(_unquote(f.get(key, ""))).lower() in want)
+        if len(want) == 1:
+            (one,) = want
+            tests.append(lambda h, f: str(_unquote(f.get(key, ""))).lower() == one)
+        else:
+            tests.append(lambda h, f: str(_unquote(f.get(key, ""))).lower() in want)
     if "regex" in spec:
         rx = _compile_regex(spec["regex"], f"{where}.regex", path)
         tests.append(lambda h, f: rx.search(h.body) is not None)
@@ -684,6 +688,16 @@ def _when(spec: Any, where: str, path: Path) -> Callable[[Header, dict], bool]:
         tests.append(lambda h, f: rx.fullmatch(h.msgid) is not None)
     if not tests:
         raise ProfileError(path, where, "needs 'field', 'regex' or 'msgid'")
+    return _all_of(tests)
+
+
+def _all_of(tests: list[Callable[[Header, dict], bool]]) -> Callable[[Header, dict], bool]:
+    """A test that holds when every one of tests does (tried in order, stopping at the first that does not)."""
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        a, b = tests
+        return lambda h, f: bool(a(h, f) and b(h, f))
     return lambda h, f: all(t(h, f) for t in tests)
 
 
@@ -746,8 +760,13 @@ class Profile:
 
     def recognises(self, h: Header, f: dict) -> bool:
         """True when the message is this vendor's (fills f with the recognising regex's named groups)."""
-        if self.contains and not any(c in h.body for c in self.contains):
-            return False
+        if self.contains:
+            body = h.body
+            for c in self.contains:
+                if c in body:
+                    break
+            else:
+                return False
         if self.app_re is not None and not self.app_re.fullmatch(h.app):
             return False
         if self.msgid_re is not None and not self.msgid_re.fullmatch(h.msgid):
