@@ -504,11 +504,21 @@ _ORIENT = {"none", "lower_port_is_destination"}
 
 
 def _getter(spec: Any, where: str, path: Path) -> Callable[[dict], str | None]:
-    """A function that reads one value from the extracted fields: a name, a CSV column, 'a+b', or alternatives."""
+    """A function that reads one value from the extracted fields: a name, a CSV column, 'a+b', or alternatives.
+
+    Validated by ``_getter_plain`` (which says what it returns), compiled from ``_getter_expr`` into one function.
+    """
+    _getter_plain(spec, where, path)
+    ns: dict = {"_total": _total}
+    return eval("lambda f: " + _getter_expr(spec), ns)  # noqa: S307 - source built from a validated profile spec
+
+
+def _getter_plain(spec: Any, where: str, path: Path) -> Callable[[dict], str | None]:
+    """The reference getter of a field spec, one closure per part (what the compiled ``_getter`` must equal)."""
     if isinstance(spec, list):
         if not spec:
             raise ProfileError(path, where, "an empty list of alternatives")
-        getters = [_getter(s, f"{where}[{i}]", path) for i, s in enumerate(spec)]
+        getters = [_getter_plain(s, f"{where}[{i}]", path) for i, s in enumerate(spec)]
 
         def first(f: dict) -> str | None:
             for g in getters:
@@ -580,7 +590,7 @@ def _fetcher(fields: dict) -> Callable[[dict], tuple]:
     """One compiled function that reads every FETCHED field (None where the message does not map it) in one call:
     what the per-field getters return, without a Python call per field and per alternative."""
     exprs = ", ".join(_getter_expr(fields[k]) if k in fields else "None" for k in FETCHED)
-    ns: dict = {"_uq": _unquote, "_total": _total}
+    ns: dict = {"_total": _total}
     exec(f"def fetch(f):\n    return ({exprs})\n", ns)  # noqa: S102 - source built from validated profile specs
     return ns["fetch"]
 
@@ -731,6 +741,8 @@ class Message:
     swap: tuple[Callable[[dict], str | None], set[str]] | None
     #: The FETCHED fields in one call (``_fetcher``).
     fetch: Callable[[dict], tuple] = None
+    #: The field specs as written (profile's and message's), for tests against ``_getter_plain``.
+    fields: dict | None = None
 
 
 @dataclass
@@ -970,6 +982,7 @@ def load_profile(path: str | Path) -> Profile:
             action=_mapped(action_spec, f"{where}.action", path, set(ACTION_ID) - {""}),
             swap=swap,
             fetch=_fetcher(fields),
+            fields=fields,
         ))
     priority = data.get("priority", 50)
     if not isinstance(priority, int):

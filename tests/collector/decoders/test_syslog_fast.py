@@ -49,7 +49,19 @@ def _fields_of(text: str) -> list[tuple[S.Message, dict]]:
 
 
 def _by_getters(msg: S.Message, f: dict) -> tuple:
-    return tuple(msg.get[k](f) if k in msg.get else None for k in S.FETCHED)
+    """The FETCHED fields read with the reference getters (one closure per part), and the same with the compiled
+    per-field getters the message uses for the rest."""
+    plain = tuple(S._getter_plain(msg.fields[k], k, "t")(f) if k in msg.fields else None for k in S.FETCHED)
+    compiled = tuple(msg.get[k](f) if k in msg.get else None for k in S.FETCHED)
+    assert compiled == plain
+    for k in ("app", "duration"):
+        spec = msg.fields.get(k)
+        if isinstance(spec, dict) and "field" in spec:
+            spec = spec["field"]
+        specs = spec if k == "app" and isinstance(spec, list) else [spec] if spec is not None else []
+        for sp in specs:
+            assert S._getter(sp, k, "t")(f) == S._getter_plain(sp, k, "t")(f)
+    return plain
 
 
 _VALUES = st.sampled_from(["", '""', '"', '"6"', "6", "17", "tcp", " 5", "5 ", "-1", "x", "²", '"1.2.3.4"', "10.0.0.1",
