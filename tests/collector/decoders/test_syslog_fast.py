@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import calendar
 import random
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -153,3 +154,16 @@ def test_memoised_time_formats_equal_the_plain_parsers():
             assert S.TIME_FORMATS["ymd_hms"](text) == S._parse_ymd(text)
             assert S.TIME_FORMATS["clf"](text) == S._parse_clf(text)
             assert S.TIME_FORMATS["bsd"](text) == S._parse_bsd(text)
+
+
+_FORTIGATE_WRITTEN = re.compile(r'(?:^|\s)(?:logid|log_id)="?\d+"?\s')  # the recognise regex as first written
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["log", "id", "_", "=", '"', "1", " ", "\t", "\n", "x", "logid=1 ", 'log_id="2" ']),
+                max_size=12), st.sampled_from(LINES))
+def test_fortigate_recognise_regex_keeps_its_meaning(parts, line):
+    """The shipped regex starts with the literal 'log' for speed; it finds a match exactly where the plain one does."""
+    rx = next(p for p in PROFILES if p.vendor == "fortigate").recognise_re
+    for text in ("".join(parts), line.decode("utf-8", "replace")):
+        assert (rx.search(text) is None) == (_FORTIGATE_WRITTEN.search(text) is None)
