@@ -595,6 +595,15 @@ def _fetcher(fields: dict) -> Callable[[dict], tuple]:
     return ns["fetch"]
 
 
+def _update_groups(f: dict, m: re.Match) -> None:
+    """f gets the named groups of m that took part in the match."""
+    groups = m.groupdict()
+    if None in groups.values():
+        f.update((k, v) for k, v in groups.items() if v is not None)
+    else:
+        f.update(groups)
+
+
 def _compile_regex(pattern: Any, where: str, path: Path) -> re.Pattern:
     if not isinstance(pattern, str):
         raise ProfileError(path, where, "expected a regular expression string")
@@ -658,7 +667,7 @@ def _extractor(spec: Any, where: str, path: Path) -> Callable[[Header, dict], bo
             m = op(getattr(h, source))
             if m is None:
                 return False
-            f.update((k, v) for k, v in m.groupdict().items() if v is not None)
+            _update_groups(f, m)
             return True
 
         return regex
@@ -787,7 +796,7 @@ class Profile:
             m = self.recognise_re.search(h.body)
             if m is None:
                 return False
-            f.update((k, v) for k, v in m.groupdict().items() if v is not None)
+            _update_groups(f, m)
         return True
 
 
@@ -1156,7 +1165,7 @@ class SyslogParser:
             self.counters.inc("brokerwatch_syslog_unmatched_total", ("unknown",))
             self._reject("syslog", "unmatched")
             return 0
-        decoder = f"syslog.{profile.vendor}"
+        decoder = profile.label[0]
         for ex in profile.extract:
             ex(h, f)
         for msg in profile.messages:
