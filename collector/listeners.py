@@ -17,9 +17,13 @@ import socket
 import sys
 import time
 
+import logging
+
 import numpy as np
 
 from collector.pipeline import FlowPipeline
+
+log = logging.getLogger("brokerwatch.listeners")
 
 #: Kernel receive buffer asked for on each UDP socket: bursts from many exporters must not overflow it.
 RCVBUF = 32 << 20
@@ -71,9 +75,14 @@ class UdpReceiver:
         loop.add_reader(self.sock.fileno(), self._readable)
 
     def _readable(self) -> None:
-        self.drain()
-        self._loop.remove_reader(self.sock.fileno())
-        self._rearm = self._loop.call_later(self.COALESCE_S, self._watch)
+        try:
+            self.drain()
+        except Exception:  # noqa: BLE001 - the receive loop must survive anything; counted and logged, re-armed
+            self._pipeline.counters.inc("brokerwatch_listener_errors_total", ("drain",))
+            log.exception("receive loop error (the listener keeps running)")
+        finally:
+            self._loop.remove_reader(self.sock.fileno())
+            self._rearm = self._loop.call_later(self.COALESCE_S, self._watch)
 
     def _watch(self) -> None:
         self._rearm = None
@@ -87,8 +96,11 @@ class UdpReceiver:
             self._rearm.cancel()
         loop.remove_reader(self.sock.fileno())
 
-    def drain(self) -> None:
-        """Read every queued datagram into the buffer, decoding a block whenever the buffer or the budget is full."""
+    def drain(self, max_fills: int | None = None) -> None:
+        """Read every queued datagram into the buffer, decoding a block whenever the buffer or the budget is full.
+
+        (max_fills is for the recvmmsg receiver's per-wake-up limit; this one always reads until the socket is empty.)
+        """
         recv = self.sock.recvfrom_into
         view = self._view
         offs, lens, hosts, times = self._offs, self._lens, self._hosts, self._times
@@ -126,7 +138,7 @@ class UdpReceiver:
         """Drain what is queued, stop reading and close the socket."""
         if loop is not None:
             self.detach(loop)
-        self.drain()
+        self.drain(max_fills=1 << 62)  # everything the kernel holds, however much
         self.flush()
         self.sock.close()
 
@@ -202,11 +214,16 @@ class MmsgUdpReceiver(UdpReceiver):
         self._k = 0  # slots filled and not yet decoded
         self._fd = sock.fileno()
 
-    def drain(self) -> None:
+    #: Slot sets read per wake-up at most, so a flood cannot starve the rest of the event loop.
+    MAX_FILLS_PER_WAKEUP = 16
+
+    def drain(self, max_fills: int | None = None) -> None:
         """recvmmsg into the free slots until the socket is empty; a full set of slots is decoded at once."""
         size = ctypes.sizeof(_MMsgHdr)
         base = ctypes.addressof(self._msgs)
-        while True:
+        fills = 0
+        limit = self.MAX_FILLS_PER_WAKEUP if max_fills is None else max_fills
+        while fills < limit:
             k = self._k
             self._namelen[k:] = _SOCKADDR_LEN
             n = _recvmmsg(self._fd, base + k * size, self._slots - k, _MSG_DONTWAIT, None)
@@ -218,6 +235,7 @@ class MmsgUdpReceiver(UdpReceiver):
             self._k = k + n
             if self._k == self._slots:
                 self.flush()
+                fills += 1
 
     def flush(self) -> None:
         """Decode the filled slots (when all are full, and on the pipeline's tick)."""
