@@ -37,7 +37,8 @@ test: $(STAMP) debs
 
 # The kernels' Python, for coverage of what numba compiles.
 test-nojit: $(STAMP) debs
-	NUMBA_DISABLE_JIT=1 $(PY) -m pytest -q tests/analytics
+	NUMBA_DISABLE_JIT=1 $(PY) -m pytest -q tests/analytics tests/collector/decoders/test_netflow_v5.py \
+	  tests/collector/decoders/test_netflow_v9.py tests/collector/decoders/test_ipfix.py
 
 bench: $(STAMP) debs
 	$(PY) -m bench

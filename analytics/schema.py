@@ -67,28 +67,28 @@ def _split_rows(rows, start_ns, end_ns, src_hi, src_lo, dst_hi, dst_lo, exporter
     """Rows (FLOW_DTYPE records) into contiguous columns in one pass over memory (numpy would make 22 passes)."""
     for i in range(len(rows)):
         r = rows[i]
-        start_ns[i] = r.start_ns
-        end_ns[i] = r.end_ns
-        src_hi[i] = r.src_hi
-        src_lo[i] = r.src_lo
-        dst_hi[i] = r.dst_hi
-        dst_lo[i] = r.dst_lo
-        exporter_hi[i] = r.exporter_hi
-        exporter_lo[i] = r.exporter_lo
-        bytes[i] = r.bytes
-        packets[i] = r.packets
-        sampling_rate[i] = r.sampling_rate
-        in_if[i] = r.in_if
-        out_if[i] = r.out_if
-        topic_id[i] = r.topic_id
-        src_port[i] = r.src_port
-        dst_port[i] = r.dst_port
-        proto[i] = r.proto
-        tcp_flags[i] = r.tcp_flags
-        app_proto[i] = r.app_proto
-        action[i] = r.action
-        dataset[i] = r.dataset
-        flags[i] = r.flags
+        start_ns[i] = r["start_ns"]
+        end_ns[i] = r["end_ns"]
+        src_hi[i] = r["src_hi"]
+        src_lo[i] = r["src_lo"]
+        dst_hi[i] = r["dst_hi"]
+        dst_lo[i] = r["dst_lo"]
+        exporter_hi[i] = r["exporter_hi"]
+        exporter_lo[i] = r["exporter_lo"]
+        bytes[i] = r["bytes"]
+        packets[i] = r["packets"]
+        sampling_rate[i] = r["sampling_rate"]
+        in_if[i] = r["in_if"]
+        out_if[i] = r["out_if"]
+        topic_id[i] = r["topic_id"]
+        src_port[i] = r["src_port"]
+        dst_port[i] = r["dst_port"]
+        proto[i] = r["proto"]
+        tcp_flags[i] = r["tcp_flags"]
+        app_proto[i] = r["app_proto"]
+        action[i] = r["action"]
+        dataset[i] = r["dataset"]
+        flags[i] = r["flags"]
 
 
 assert tuple(inspect.signature(getattr(_split_rows, "py_func", _split_rows)).parameters)[1:] == COLUMNS, \

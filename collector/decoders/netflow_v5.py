@@ -74,29 +74,29 @@ def _decode_batch(buf, offs, lens, ex_hi, ex_lo, rows, dataset, status, hdr):
             first = np.int64(_u32(buf, p + 24))
             last = np.int64(_u32(buf, p + 28))
             # (uptime - first) mod 2**32 ms: how long before export the flow started, robust to uptime wrap.
-            row.start_ns = export_ns - ((uptime - first) & 0xFFFFFFFF) * 1_000_000
-            row.end_ns = export_ns - ((uptime - last) & 0xFFFFFFFF) * 1_000_000
-            row.src_hi = 0
-            row.src_lo = mapped | np.uint64(_u32(buf, p))
-            row.dst_hi = 0
-            row.dst_lo = mapped | np.uint64(_u32(buf, p + 4))
-            row.exporter_hi = ex_hi[d]
-            row.exporter_lo = ex_lo[d]
-            row.in_if = _u16(buf, p + 12)
-            row.out_if = _u16(buf, p + 14)
-            row.packets = np.uint64(_u32(buf, p + 16)) * np.uint64(rate)
-            row.bytes = np.uint64(_u32(buf, p + 20)) * np.uint64(rate)
-            row.src_port = _u16(buf, p + 32)
-            row.dst_port = _u16(buf, p + 34)
-            row.tcp_flags = buf[p + 37]
+            row["start_ns"] = export_ns - ((uptime - first) & 0xFFFFFFFF) * 1_000_000
+            row["end_ns"] = export_ns - ((uptime - last) & 0xFFFFFFFF) * 1_000_000
+            row["src_hi"] = 0
+            row["src_lo"] = mapped | np.uint64(_u32(buf, p))
+            row["dst_hi"] = 0
+            row["dst_lo"] = mapped | np.uint64(_u32(buf, p + 4))
+            row["exporter_hi"] = ex_hi[d]
+            row["exporter_lo"] = ex_lo[d]
+            row["in_if"] = _u16(buf, p + 12)
+            row["out_if"] = _u16(buf, p + 14)
+            row["packets"] = np.uint64(_u32(buf, p + 16)) * np.uint64(rate)
+            row["bytes"] = np.uint64(_u32(buf, p + 20)) * np.uint64(rate)
+            row["src_port"] = _u16(buf, p + 32)
+            row["dst_port"] = _u16(buf, p + 34)
+            row["tcp_flags"] = buf[p + 37]
             proto = buf[p + 38]
-            row.proto = proto
-            row.sampling_rate = rate
-            row.topic_id = 0
-            row.app_proto = 0
-            row.action = 0
-            row.dataset = dataset
-            row.flags = 0 if (proto == 6 or proto == 17 or proto == 132) else FLAG_NO_PORTS
+            row["proto"] = proto
+            row["sampling_rate"] = rate
+            row["topic_id"] = 0
+            row["app_proto"] = 0
+            row["action"] = 0
+            row["dataset"] = dataset
+            row["flags"] = 0 if (proto == 6 or proto == 17 or proto == 132) else FLAG_NO_PORTS
             n += 1
     return n
 

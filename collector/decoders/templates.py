@@ -366,33 +366,33 @@ def _fill_rows(rows, start, end, src_hi, src_lo, dst_hi, dst_lo, ex_hi, ex_lo, o
     n = len(rows)
     for i in range(n):
         r = rows[i]
-        r.start_ns = start[i]
-        r.end_ns = end[i]
-        r.src_hi = src_hi[i if len(src_hi) > 1 else 0]
-        r.src_lo = src_lo[i if len(src_lo) > 1 else 0]
-        r.dst_hi = dst_hi[i if len(dst_hi) > 1 else 0]
-        r.dst_lo = dst_lo[i if len(dst_lo) > 1 else 0]
-        r.exporter_hi = ex_hi
-        r.exporter_lo = ex_lo
-        r.bytes = octets[i if len(octets) > 1 else 0]
-        r.packets = packets[i if len(packets) > 1 else 0]
+        r["start_ns"] = start[i]
+        r["end_ns"] = end[i]
+        r["src_hi"] = src_hi[i if len(src_hi) > 1 else 0]
+        r["src_lo"] = src_lo[i if len(src_lo) > 1 else 0]
+        r["dst_hi"] = dst_hi[i if len(dst_hi) > 1 else 0]
+        r["dst_lo"] = dst_lo[i if len(dst_lo) > 1 else 0]
+        r["exporter_hi"] = ex_hi
+        r["exporter_lo"] = ex_lo
+        r["bytes"] = octets[i if len(octets) > 1 else 0]
+        r["packets"] = packets[i if len(packets) > 1 else 0]
         rt = rate[i if len(rate) > 1 else 0]
-        r.sampling_rate = rt if rt < np.uint64(0xFFFFFFFF) else np.uint64(0xFFFFFFFF)
-        r.in_if = in_if[i if len(in_if) > 1 else 0]
-        r.out_if = out_if[i if len(out_if) > 1 else 0]
-        r.topic_id = 0
-        r.src_port = sport[i if len(sport) > 1 else 0]
-        r.dst_port = dport[i if len(dport) > 1 else 0]
+        r["sampling_rate"] = rt if rt < np.uint64(0xFFFFFFFF) else np.uint64(0xFFFFFFFF)
+        r["in_if"] = in_if[i if len(in_if) > 1 else 0]
+        r["out_if"] = out_if[i if len(out_if) > 1 else 0]
+        r["topic_id"] = 0
+        r["src_port"] = sport[i if len(sport) > 1 else 0]
+        r["dst_port"] = dport[i if len(dport) > 1 else 0]
         p = proto[i if len(proto) > 1 else 0]
-        r.proto = p
-        r.tcp_flags = tcp_flags[i if len(tcp_flags) > 1 else 0] & np.uint64(0xFF)
-        r.app_proto = 0
-        r.action = 0
-        r.dataset = dataset
+        r["proto"] = p
+        r["tcp_flags"] = tcp_flags[i if len(tcp_flags) > 1 else 0] & np.uint64(0xFF)
+        r["app_proto"] = 0
+        r["action"] = 0
+        r["dataset"] = dataset
         f = flags
         if has_proto and not (p == 6 or p == 17 or p == 132):
             f |= FLAG_NO_PORTS
-        r.flags = f
+        r["flags"] = f
 
 
 # --------------------------------------------------------------------------------------------------------------
