@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--syslog-port", type=int, default=5514, metavar="PORT", help="syslog UDP port (5514)")
     run.add_argument("--cadence", type=float, metavar="SECONDS",
                      help="seconds between analysis passes (default: from TimeWindow.cadence)")
+    run.add_argument("--metrics", metavar="HOST:PORT",
+                     help="serve every counter (records, rejections by reason, sequence gaps per exporter, drops) "
+                          "in Prometheus text format over HTTP on HOST:PORT (default: off)")
     run.add_argument("--state", metavar="FILE", default="state/decoders.json",
                      help="where NetFlow v9/IPFIX templates and sampling rates are kept across restarts "
                           "(default: state/decoders.json; '' to keep none)")

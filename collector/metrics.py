@@ -42,14 +42,34 @@ class Counters:
                 self._values[name][labels] += value
 
     def prometheus(self) -> str:
-        """The counters in Prometheus text exposition format."""
+        """The counters in Prometheus text exposition format (exporter words printed as addresses)."""
         lines = []
         for name in sorted(self._values):
             lines.append(f"# TYPE {name} counter")
-            for labels, value in sorted(self._values[name].items()):
-                lab = ",".join(f'l{i}="{v}"' for i, v in enumerate(labels))
+            names = _label_names(name)
+            for labels, value in sorted(self._values[name].items(), key=lambda kv: repr(kv[0])):
+                lab = ",".join(f'{names[i] if i < len(names) else f"l{i}"}="{_label_value(v)}"'
+                               for i, v in enumerate(labels))
                 lines.append(f"{name}{{{lab}}} {value}" if lab else f"{name} {value}")
         return "\n".join(lines) + "\n"
+
+
+def _label_names(metric: str) -> tuple[str, ...]:
+    if metric == "brokerwatch_decoder_errors_total":
+        return ("decoder", "reason")
+    if metric == "brokerwatch_decoder_records_total":
+        return ("decoder",)
+    if "_sequence_" in metric or metric.endswith("_datagrams_total"):
+        return ("exporter",)
+    return ()
+
+
+def _label_value(v) -> str:
+    if isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, int) for x in v):
+        from analytics.schema import words_to_ip
+
+        return words_to_ip(*v)
+    return str(v).replace("\\", "\\\\").replace('"', '\\"')
 
 
 class RateLimitedLog:
@@ -74,3 +94,25 @@ class RateLimitedLog:
             msg += " (%d similar suppressed)"
             args = (*args, dropped)
         self._log.warning(msg, *args)
+
+
+async def serve_metrics(counters: Counters, host: str, port: int):
+    """A minimal HTTP endpoint answering every GET with the counters in Prometheus text format."""
+    import asyncio
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            if not request.startswith(b"GET "):
+                body, status = b"only GET\n", b"405 Method Not Allowed"
+            else:
+                body, status = counters.prometheus().encode(), b"200 OK"
+            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+            await writer.drain()
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            counters.inc("brokerwatch_metrics_bad_requests_total")
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port, reuse_address=True)

@@ -17,7 +17,7 @@ import sys
 from analytics.detections import Detector
 from collector.bus import InProcessBus
 from collector.config import ConfigError, load_config
-from collector.metrics import Counters
+from collector.metrics import Counters, serve_metrics
 from collector.listeners import IpfixTcpServer, UdpReceiver, make_receiver, udp_socket
 from collector.pipeline import FlowPipeline
 from collector.sinks import FanOut, JsonLinesSink
@@ -64,6 +64,10 @@ class Service:
         loaded = load_state(a.state, self.pipeline.decoders) if a.state else 0
         if loaded:
             log.info("decoder state loaded from %s", a.state)
+        self._metrics = None
+        if a.metrics:
+            host, _, port = a.metrics.rpartition(":")
+            self._metrics = await serve_metrics(self.counters, host.strip("[]") or "127.0.0.1", int(port))
         self._ipfix_tcp = IpfixTcpServer(self.pipeline)
         await self._ipfix_tcp.start(a.listen, a.ipfix_port)
         await self._start_syslog(a)
@@ -93,6 +97,8 @@ class Service:
         for r in self._receivers:  # drains what the kernel already queued: nothing received before the stop is lost
             r.close(loop)
         await self._ipfix_tcp.close()
+        if self._metrics is not None:
+            self._metrics.close()
         for c in self._closers:
             c.close()
         ticker.cancel()

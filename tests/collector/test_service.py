@@ -70,3 +70,29 @@ def test_corrupt_state_file_starts_cold(tmp_path):
     assert any("ignoring decoder state" in line for line in svc.log)
     assert svc.stop()["records"] == {}
     assert json.loads(state.read_text())["version"] == 1  # rewritten at stop
+
+
+def test_metrics_endpoint_serves_the_counters(tmp_path):
+    import time
+    import urllib.request
+
+    from tests.collector.decoders.test_netflow_v5 import REC, v5_datagram
+    from tests.live import _free_port
+
+    mport = _free_port()
+    svc = Running(tmp_path, extra=("--metrics", f"127.0.0.1:{mport}"))
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(v5_datagram([REC, REC], seq=0), ("127.0.0.1", svc.ports["netflow"]))
+        s.sendto(v5_datagram([REC], seq=10), ("127.0.0.1", svc.ports["netflow"]))  # 8 flows lost in between
+        s.sendto(v5_datagram([REC], count=3), ("127.0.0.1", svc.ports["netflow"]))  # truncated
+        deadline = time.monotonic() + 30  # decoded within a tick; the loop only bounds a broken service
+        text = ""
+        while 'reason="truncated"' not in text and time.monotonic() < deadline:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+            time.sleep(0.1)
+    finally:
+        svc.stop()
+    assert 'brokerwatch_decoder_errors_total{decoder="netflow.v5",reason="truncated"} 1' in text
+    assert 'brokerwatch_decoder_records_total{decoder="netflow.v5"} 3' in text
+    assert 'brokerwatch_netflow_v5_sequence_lost_total{exporter="127.0.0.1"} 8' in text
