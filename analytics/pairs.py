@@ -236,10 +236,133 @@ def _sort_buckets(order, h, bstarts, nchunks):
 def _sort_by_hash(h: np.ndarray) -> np.ndarray:
     """Row order stable-sorted by hash: a parallel counting sort on the top bits (about 32 rows a bucket), then
     each bucket sorted in parallel."""
-    bits = int(min(22, max(8, np.ceil(np.log2(max(len(h), 1) / 32)))))
+    bits = _bucket_bits(len(h))
     order, bstarts = _bucket_rows(h, 64 - bits, 1 << bits, max(1, numba.get_num_threads()))
     _sort_buckets(order, h, bstarts, _nchunks(len(h)))
     return order
+
+
+def _bucket_bits(n: int) -> int:
+    return int(min(22, max(8, np.ceil(np.log2(max(n, 1) / 32)))))
+
+
+@numba.njit(cache=True, parallel=True)
+def _scatter_rows(h, h2, shift, nb, nchunks):
+    """As _bucket_rows, but the hashes travel with the row index (hs, hs2, order): every later pass over the
+    sorted rows reads them sequentially instead of gathering h[order[j]] at random."""
+    n = h.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    hist = np.zeros((nchunks, nb), np.int64)
+    for c in prange(nchunks):
+        for i in range(c * step, min(n, (c + 1) * step)):
+            hist[c, int(h[i] >> np.uint64(shift))] += 1
+    bstarts = np.empty(nb + 1, np.int64)
+    total = 0
+    for b in range(nb):  # bucket-major, then chunk order: stable
+        bstarts[b] = total
+        for c in range(nchunks):
+            v = hist[c, b]
+            hist[c, b] = total
+            total += v
+    bstarts[nb] = total
+    order = np.empty(n, np.int64)
+    hs = np.empty(n, np.uint64)
+    hs2 = np.empty(n, np.uint64)
+    for c in prange(nchunks):
+        for i in range(c * step, min(n, (c + 1) * step)):
+            b = int(h[i] >> np.uint64(shift))
+            q = hist[c, b]
+            order[q] = i
+            hs[q] = h[i]
+            hs2[q] = h2[i]
+            hist[c, b] = q + 1
+    return order, hs, hs2, bstarts
+
+
+@numba.njit(cache=True)
+def _sort_bucket_kv(order, hs, hs2, lo, hi):
+    """Stable sort of rows lo:hi by hs, moving hs2 and order along (insertion sort when short)."""
+    if hi - lo > 64:
+        idx = np.argsort(hs[lo:hi], kind="mergesort") + lo
+        o = order[idx]
+        a = hs[idx]
+        b = hs2[idx]
+        order[lo:hi] = o
+        hs[lo:hi] = a
+        hs2[lo:hi] = b
+        return
+    for q in range(lo + 1, hi):
+        v = hs[q]
+        if hs[q - 1] <= v:
+            continue
+        v2 = hs2[q]
+        o = order[q]
+        j = q
+        while j > lo and hs[j - 1] > v:
+            hs[j] = hs[j - 1]
+            hs2[j] = hs2[j - 1]
+            order[j] = order[j - 1]
+            j -= 1
+        hs[j] = v
+        hs2[j] = v2
+        order[j] = o
+
+
+@numba.njit(cache=True, parallel=True)
+def _sort_buckets_kv(order, hs, hs2, bstarts, nchunks):
+    """Every bucket sorted by full hash, in parallel."""
+    nb = len(bstarts) - 1
+    step = (nb + nchunks - 1) // nchunks
+    for k in prange(nchunks):
+        for b in range(k * step, min(nb, (k + 1) * step)):
+            _sort_bucket_kv(order, hs, hs2, bstarts[b], bstarts[b + 1])
+
+
+@numba.njit(cache=True, parallel=True)
+def _changes_sorted(hs, hs2):
+    """As _changes_fp on hashes already in sorted order (sequential reads)."""
+    n = len(hs)
+    change = np.empty(n, np.bool_)
+    collided = np.zeros(n, np.bool_)
+    for j in prange(n):
+        if j == 0:
+            change[j] = True
+            continue
+        same = hs[j] == hs[j - 1] and hs2[j] == hs2[j - 1]
+        change[j] = not same
+        collided[j] = (not same) and hs[j] == hs[j - 1]
+    return change, collided
+
+
+@numba.njit(cache=True)
+def _gather_sort_segment(order, t, out, lo, hi):
+    for j in range(lo, hi):
+        out[j] = t[order[j]]
+    # rows are in input order within a segment (stable sort): usually their times are already sorted
+    for j in range(lo + 1, hi):
+        if out[j] < out[j - 1]:
+            idx = np.argsort(out[lo:hi], kind="mergesort") + lo
+            o = order[idx]
+            v = out[idx]
+            order[lo:hi] = o
+            out[lo:hi] = v
+            return
+
+
+@numba.njit(cache=True, parallel=True)
+def _gather_time_sorted(order, t, offsets, nchunks):
+    """t gathered in segment order with every segment stably sorted by t (order permuted to match); chunks
+    balanced by event count."""
+    npairs = len(offsets) - 1
+    total = offsets[-1]
+    out = np.empty(total, t.dtype)
+    bounds = np.searchsorted(offsets, np.linspace(0, total, nchunks + 1).astype(np.int64))
+    bounds[0] = 0
+    bounds[-1] = npairs
+    for k in prange(nchunks):
+        for p in range(bounds[k], bounds[k + 1]):
+            _gather_sort_segment(order, t, out, offsets[p], offsets[p + 1])
+    return out
 
 
 def _nchunks(n: int) -> int:
@@ -260,13 +383,19 @@ def group_pairs(batch: FlowBatch | dict[str, np.ndarray]) -> PairSegments:
     a, b, c, d = (np.ascontiguousarray(cols[k]) for k in ("src_hi", "src_lo", "dst_hi", "dst_lo"))
     port, proto = np.ascontiguousarray(cols["dst_port"]), np.ascontiguousarray(cols["proto"])
     h, h2 = _hash_rows(a, b, c, d, port, proto, _nchunks(n))
-    order = _sort_by_hash(h)
-    offsets, collided = _boundaries(order, h, a, b, c, d, port, proto, h2)
-    if collided:  # two pairs share a 64-bit hash: exact (slow) grouping instead
+    bits = _bucket_bits(n)
+    order, hs, hs2, bstarts = _scatter_rows(h, h2, 64 - bits, 1 << bits, max(1, numba.get_num_threads()))
+    del h, h2
+    _sort_buckets_kv(order, hs, hs2, bstarts, _nchunks(n))
+    change, collided = _changes_sorted(hs, hs2)
+    del hs, hs2
+    offsets = np.append(np.flatnonzero(change), n).astype(np.int64)
+    del change
+    if collided.any():  # two pairs share a 64-bit hash: exact (slow) grouping instead
         order = np.lexsort((proto, port, d, c, b, a)).astype(np.int64)
         offsets, _ = _boundaries(order, np.arange(n, dtype=np.uint64), a, b, c, d, port, proto)
-    _sort_segments(order, np.ascontiguousarray(cols["start_ns"]), offsets, _nchunks(n))
+    start = _gather_time_sorted(order, np.ascontiguousarray(cols["start_ns"]), offsets, _nchunks(n))
     first = order[offsets[:-1]]
     keys = {k: cols[k][first] for k in KEY_COLUMNS}
-    events = {k: take(cols[k], order) for k in EVENT_COLUMNS if k in cols}
+    events = {k: (start if k == "start_ns" else take(cols[k], order)) for k in EVENT_COLUMNS if k in cols}
     return PairSegments(offsets.astype(np.int64), keys, events, order)
