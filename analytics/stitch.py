@@ -308,30 +308,40 @@ def stitch(seg: PairSegments, params: StitchParams = StitchParams()) -> Stitched
     return Stitched(head, active, slices, ta, pair_out)
 
 
-@numba.njit(cache=True)
-def _beats(offsets, beat, start_ns):
+@numba.njit(cache=True, parallel=True)
+def _beats(offsets, head, active, start_ns, nchunks):
+    """Beat events (session starts and active slices, Stitched.beat) per pair: counted per chunk of pairs, then written in parallel (chunks balanced by events)."""
     npairs = offsets.shape[0] - 1
+    bounds = np.searchsorted(offsets, np.linspace(0, offsets[npairs], nchunks + 1).astype(np.int64))
+    bounds[0] = 0
+    bounds[nchunks] = npairs
     out_off = np.zeros(npairs + 1, np.int64)
+    for c in prange(nchunks):
+        for p in range(bounds[c], bounds[c + 1]):
+            k = 0
+            for i in range(offsets[p], offsets[p + 1]):
+                if head[i] == i or active[i]:
+                    k += 1
+            out_off[p + 1] = k
     for p in range(npairs):
-        c = 0
-        for i in range(offsets[p], offsets[p + 1]):
-            if beat[i]:
-                c += 1
-        out_off[p + 1] = out_off[p] + c
+        out_off[p + 1] += out_off[p]
     idx = np.empty(out_off[npairs], np.int64)
     t = np.empty(out_off[npairs])
-    k = 0
-    for i in range(beat.shape[0]):
-        if beat[i]:
-            idx[k] = i
-            t[k] = start_ns[i] / 1e9
-            k += 1
+    for c in prange(nchunks):
+        k = out_off[bounds[c]]
+        for i in range(offsets[bounds[c]], offsets[bounds[c + 1]]):
+            if head[i] == i or active[i]:
+                idx[k] = i
+                t[k] = start_ns[i] / 1e9
+                k += 1
     return out_off, t, idx
 
 
 def beat_segments(seg: PairSegments, st: Stitched) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(offsets, times in s, event index) of the events the beacon kernels see, per pair, in time order."""
-    return _beats(seg.offsets, np.ascontiguousarray(st.beat), np.ascontiguousarray(seg.events["start_ns"]))
+    return _beats(seg.offsets, np.ascontiguousarray(st.head), np.ascontiguousarray(st.active),
+                  np.ascontiguousarray(seg.events["start_ns"]),
+                  _nchunks(seg))
 
 
 def _nchunks(seg: PairSegments) -> int:
