@@ -80,10 +80,10 @@ class Stitched:
 
 
 @numba.njit(cache=True)
-def _continues(prev, cur, start, end, flags, sport, tcp, tol, max_gap, ta, share):
+def _continues(prev, cur, start_ns, end_ns, flags, sport, tcp, tol, max_gap, ta, share):
     if sport[cur] != sport[prev]:
         return False
-    gap = start[cur] - end[prev]
+    gap = (start_ns[cur] / 1e9) - (end_ns[prev] / 1e9)
     if gap < -tol or gap > max_gap:
         return False
     if flags[prev] != 0:
@@ -92,7 +92,7 @@ def _continues(prev, cur, start, end, flags, sport, tcp, tol, max_gap, ta, share
         return True  # flags not exported: a TCP 5-tuple is not reused by a new connection within max_gap
     if gap <= tol:
         return True
-    return ta > 0 and (end[prev] - start[prev]) >= share * ta
+    return ta > 0 and ((end_ns[prev] / 1e9) - (start_ns[prev] / 1e9)) >= share * ta
 
 
 @numba.njit(cache=True)
@@ -125,7 +125,7 @@ def _candidates_pair(start, end, flags, sport, lo, hi, tol, max_gap, dur_out):
 
 
 @numba.njit(cache=True)
-def _stitch_pair(start, end, nbytes, packets, flags, sport, tcp, lo, hi, tol, max_gap, ta_fixed, share,
+def _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp, lo, hi, tol, max_gap, ta_fixed, share,
                  min_bytes, max_active_share, min_timeout, head, active, slices, pair_out, dur_out):
     order = _port_order(sport, lo, hi)
     n = hi - lo
@@ -136,13 +136,13 @@ def _stitch_pair(start, end, nbytes, packets, flags, sport, tcp, lo, hi, tol, ma
         dur_out[cur] = -1.0
         if k > 0:
             prev = order[k - 1]
-            if _continues(prev, cur, start, end, flags, sport, tcp, tol, max_gap, ta_fixed, share):
+            if _continues(prev, cur, start_ns, end_ns, flags, sport, tcp, tol, max_gap, ta_fixed, share):
                 head[cur] = head[prev]
             # a flag-proven cut (for the all-pairs active-timeout estimate)
             if sport[cur] == sport[prev] and flags[prev] != 0 and (flags[prev] & (TCP_FIN | TCP_RST)) == 0:
-                gap = start[cur] - end[prev]
+                gap = (start_ns[cur] / 1e9) - (end_ns[prev] / 1e9)
                 if -tol <= gap <= max_gap:
-                    dur_out[prev] = end[prev] - start[prev]
+                    dur_out[prev] = (end_ns[prev] / 1e9) - (start_ns[prev] / 1e9)
     for k in range(n):
         cur = order[k]
         if head[cur] == cur:
@@ -157,7 +157,7 @@ def _stitch_pair(start, end, nbytes, packets, flags, sport, tcp, lo, hi, tol, ma
         for k in range(1, n):
             prev, cur = order[k - 1], order[k]
             if head[cur] == head[prev]:
-                longest = max(longest, end[prev] - start[prev])
+                longest = max(longest, (end_ns[prev] / 1e9) - (start_ns[prev] / 1e9))
                 seen += 1
         ta = longest if seen >= 2 and longest >= min_timeout else 0.0
     any_cut_active = False
@@ -179,7 +179,7 @@ def _stitch_pair(start, end, nbytes, packets, flags, sport, tcp, lo, hi, tol, ma
             e = order[q]
             if packets[e] > 0 and nbytes[e] - packets[e] * base >= min_bytes:
                 active[e] = True
-            if ta > 0 and end[e] - start[e] >= share * ta:
+            if ta > 0 and (end_ns[e] / 1e9) - (start_ns[e] / 1e9) >= share * ta:
                 cut += 1
                 if active[e]:
                     cut_active += 1
@@ -188,7 +188,7 @@ def _stitch_pair(start, end, nbytes, packets, flags, sport, tcp, lo, hi, tol, ma
         steady = cut > 0 and cut_active > max_active_share * cut
         for q in range(k + 1, k + slices[h]):
             e = order[q]
-            is_cut = ta > 0 and end[e] - start[e] >= share * ta
+            is_cut = ta > 0 and (end_ns[e] / 1e9) - (start_ns[e] / 1e9) >= share * ta
             if is_cut and steady:
                 active[e] = False
             if active[e]:
@@ -207,8 +207,8 @@ def _stitch_pair(start, end, nbytes, packets, flags, sport, tcp, lo, hi, tol, ma
         dead = 1e300
         for k in range(1, n):
             prev, cur = order[k - 1], order[k]
-            if head[cur] == head[prev] and not (ta > 0 and end[prev] - start[prev] >= share * ta):
-                dead = min(dead, start[cur] - start[prev])
+            if head[cur] == head[prev] and not (ta > 0 and (end_ns[prev] / 1e9) - (start_ns[prev] / 1e9) >= share * ta):
+                dead = min(dead, (start_ns[cur] / 1e9) - (start_ns[prev] / 1e9))
         if dead == 1e300:
             dead = 0.0
     pair_out[0] = ta
@@ -230,7 +230,7 @@ def _stitch_pair(start, end, nbytes, packets, flags, sport, tcp, lo, hi, tol, ma
         # times; they add nothing the connections do not already show
         for k in range(n):
             cur = order[k]
-            if active[cur] and ta > 0 and end[cur] - start[cur] >= share * ta:
+            if active[cur] and ta > 0 and (end_ns[cur] / 1e9) - (start_ns[cur] / 1e9) >= share * ta:
                 active[cur] = False
 
 
@@ -257,18 +257,13 @@ def _stitch_all(offsets, start_ns, end_ns, nbytes, packets, flags, sport, tcp, t
     slices = np.zeros(n, np.int64)
     pair_out = np.zeros((npairs, 3))
     dur = np.empty(n)
-    start = np.empty(n)
-    end = np.empty(n)
-    for i in prange(n):
-        start[i] = start_ns[i] / 1e9
-        end[i] = end_ns[i] / 1e9
     bounds = np.searchsorted(offsets, np.linspace(0, n, nchunks + 1).astype(np.int64))
     bounds[0] = 0
     bounds[nchunks] = npairs
     for c in prange(nchunks):
         for p in range(bounds[c], bounds[c + 1]):
-            _stitch_pair(start, end, nbytes, packets, flags, sport, tcp[p], offsets[p], offsets[p + 1], tol, max_gap,
-                         ta_fixed, share, min_bytes, max_active_share, min_timeout, head, active, slices,
+            _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp[p], offsets[p], offsets[p + 1], tol,
+                         max_gap, ta_fixed, share, min_bytes, max_active_share, min_timeout, head, active, slices,
                          pair_out[p], dur)
     return head, active, slices, pair_out, dur
 
@@ -310,7 +305,8 @@ def stitch(seg: PairSegments, params: StitchParams = StitchParams()) -> Stitched
 
 @numba.njit(cache=True, parallel=True)
 def _beats(offsets, head, active, start_ns, nchunks):
-    """Beat events (session starts and active slices, Stitched.beat) per pair: counted per chunk of pairs, then written in parallel (chunks balanced by events)."""
+    """Beat events (session starts and active slices, as Stitched.beat) per pair: counted, then written, in
+    parallel chunks of pairs balanced by events."""
     npairs = offsets.shape[0] - 1
     bounds = np.searchsorted(offsets, np.linspace(0, offsets[npairs], nchunks + 1).astype(np.int64))
     bounds[0] = 0
