@@ -67,3 +67,11 @@ def test_select_pairs_keeps_segments():
     sub = seg.select_pairs(mask)
     assert sub.n_pairs == mask.sum()
     assert np.array_equal(sub.counts(), seg.counts()[mask])
+
+
+def test_large_batch_matches_reference():
+    """Enough rows that the top-bits buckets hold more than 64 rows: the in-cache second radix level runs."""
+    b = batch(150_000, 7, n_src=300, n_dst=100)
+    bits = min(11, pairs_mod._bucket_bits(150_000))
+    assert 150_000 >> bits > 64
+    check(b)
