@@ -16,7 +16,8 @@ RULE_NAMES = {
 }
 
 
-def _rfc3339(ns: int) -> str:
+def rfc3339(ns: int) -> str:
+    """RFC 3339 UTC text of a time in ns since the epoch, with microseconds where they are not zero."""
     secs, rem = divmod(int(ns), 1_000_000_000)
     t = _dt.datetime.fromtimestamp(secs, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{t}.{rem // 1000:06d}Z" if rem else t + "Z"
@@ -59,7 +60,7 @@ class Alert:
     def to_dict(self) -> dict:
         """The alert as a nested ECS object, ready for JSON."""
         out = {
-            "@timestamp": _rfc3339(self.timestamp_ns),
+            "@timestamp": rfc3339(self.timestamp_ns),
             "event": {"kind": "alert", "id": self.id, "severity": severity_of(self.score)},
             "rule": {"id": self.rule_id, "ruleset": "DET0002", "name": RULE_NAMES[self.rule_id]},
             "threat": {"technique": {"id": ["T1071.005"]}, "framework": "MITRE ATT&CK"},
@@ -67,7 +68,7 @@ class Alert:
             "destination": {"ip": words_to_ip(*self.dst), "port": self.dst_port},
             "network": {"protocol": self.protocol},
             "brokerwatch": {"score": round(float(self.score), 1), "revision": self.revision,
-                            "window": {"start": _rfc3339(self.window_start_ns)}, "evidence": self.evidence},
+                            "window": {"start": rfc3339(self.window_start_ns)}, "evidence": self.evidence},
         }
         if self.process:
             out["process"] = self.process

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from typing import Iterator
 
+from analytics.alerts import rfc3339
 from analytics.schema import (
     ACTIONS,
     APP_PROTOCOLS,
@@ -17,17 +17,6 @@ from analytics.schema import (
     dataset_name,
     words_to_ip,
 )
-
-
-def rfc3339(ns: int) -> str:
-    """RFC 3339 UTC text of a time in ns since the epoch, with microseconds where they are not zero."""
-    ns = int(ns)
-    secs, rem = divmod(ns, 1_000_000_000)
-    t = _dt.datetime.fromtimestamp(secs, _dt.timezone.utc)
-    base = t.strftime("%Y-%m-%dT%H:%M:%S")
-    if rem:
-        return f"{base}.{rem // 1000:06d}Z"
-    return base + "Z"
 
 
 def flow_records(batch: FlowBatch, interface_names: dict | None = None) -> Iterator[dict]:
