@@ -32,6 +32,8 @@ _MAPPED = np.uint64(0x0000FFFF00000000)
 #: Month abbreviations in order (syslog._MONTHS), 3 bytes each.
 _MONTH_NAMES = np.frombuffer(b"JanFebMarAprMayJunJulAugSepOctNovDec", dtype=np.uint8).copy()
 _MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+#: Value of each byte as a hex digit, -1 for the others.
+_HEX = np.array([int(chr(b), 16) if chr(b) in "0123456789abcdefABCDEF" else -1 for b in range(256)], dtype=np.int8)
 _POW10 = np.array([10**k for k in range(19)], dtype=np.int64)
 #: Exact powers of ten as float64 (10**22 is the last one a double holds exactly).
 _POW10F = np.array([float(10**k) for k in range(23)], dtype=np.float64)
@@ -68,15 +70,6 @@ def _is_digit(c):
 
 
 @numba.njit(cache=True)
-def _has_byte(buf, s, e, b):
-    """Whether byte b occurs in buf[s:e]."""
-    for i in range(s, e):
-        if buf[i] == b:
-            return True
-    return False
-
-
-@numba.njit(cache=True)
 def _digits(buf, p, e, most):
     """(value, end) of the run of at most `most` ASCII digits at p (end == p when there is none)."""
     v = 0
@@ -102,8 +95,7 @@ def _month(buf, p):
 
 @numba.njit(cache=True)
 def _decimal(buf, s, e):
-    """(status, value, length) of an all-ASCII-digit span for str.isdigit() + int(): 0 when empty or not digits,
-    -1 when a byte >= 0x80 could be a digit to isdigit() (superscripts) or the value does not fit int64."""
+    """(status, value, length) of str.isdigit() and int(text); -1 for bytes >= 0x80 or a value past int64."""
     if s >= e:
         return 0, 0, 0
     high = False
@@ -156,16 +148,10 @@ def _ipv4(buf, s, e):
     return octets == 4, v
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _hex(c):
     """Value of an ASCII hex digit, -1 for any other byte."""
-    if 48 <= c <= 57:
-        return c - 48
-    if 97 <= c <= 102:
-        return c - 87
-    if 65 <= c <= 70:
-        return c - 55
-    return -1
+    return np.int64(_HEX[c])
 
 
 @numba.njit(cache=True, inline="always")
@@ -272,6 +258,9 @@ def ip_span(buf, s, e):
         e -= 1
     if s >= e:
         return 0, _U0, _U0
+    ok, v4 = _ipv4(buf, s, e)  # digits and dots only, so no scope id or colon to consider
+    if ok:
+        return 1, _U0, _MAPPED | np.uint64(v4)
     colon = False
     for i in range(s, e):
         c = buf[i]
@@ -280,11 +269,7 @@ def ip_span(buf, s, e):
         if c == 58:
             colon = True
     if not colon:
-        # IPv6 needs at least two colons, so only IPv4 can be valid here.
-        ok, v4 = _ipv4(buf, s, e)
-        if ok:
-            return 1, _U0, _MAPPED | np.uint64(v4)
-        return 0, _U0, _U0
+        return 0, _U0, _U0  # IPv6 needs at least two colons
     return _ipv6(buf, s, e)
 
 
@@ -375,13 +360,12 @@ def _undecided():
 
 @numba.njit(cache=True)
 def _fraction(buf, p, e):
-    """(ns, end) of `\\d{1,9}` at p padded to 9 digits (syslog._frac_ns); end == p when no digit, -1 when a
-    tenth digit follows (no pattern here lets a digit follow the fraction)."""
+    """(ns, end) of `\\d{1,9}` at p padded to 9 digits (syslog._frac_ns); end <= p when it is not there."""
     v, q = _digits(buf, p, e, 9)
     if q == p:
         return 0, p
     if q < e and _is_digit(_byte(buf, q)):
-        return 0, -1
+        return 0, -1  # a tenth digit: no pattern here lets a digit follow the fraction
     return v * _POW10[9 - (q - p)], q
 
 
@@ -396,8 +380,8 @@ def _two(buf, p, e):
 @numba.njit(cache=True)
 def ymd_span(buf, s, e):
     """(status, year, mon, day, hh, mm, ss, ns, has_off, off) of syslog._parse_ymd(text); off in seconds."""
-    if _has_byte(buf, s, e, 10):
-        return _undecided()  # '$' also matches before a final newline
+    if e > s and buf[e - 1] == 10:
+        return _undecided()  # '$' also matches before a final newline (one elsewhere fails the parse below)
     p = s
     year, q = _digits(buf, p, e, 4)
     if q - p != 4 or q >= e or (buf[q] != 45 and buf[q] != 47):  # [-/]
@@ -452,8 +436,8 @@ def ymd_span(buf, s, e):
 
 @numba.njit(cache=True)
 def clf_span(buf, s, e):
-    """(status, year, mon, day, hh, mm, ss, ns, has_off, off) of syslog._parse_clf(text) (20/Jun/2022:13:09:14 +0200)."""
-    if _has_byte(buf, s, e, 10):
+    """(status, year, mon, day, hh, mm, ss, ns, has_off, off) of syslog._parse_clf(text): 20/Jun/2022:13:09:14 +0200."""
+    if e > s and buf[e - 1] == 10:
         return _undecided()
     p = s
     day, q = _digits(buf, p, e, 2)
@@ -493,7 +477,7 @@ def clf_span(buf, s, e):
 @numba.njit(cache=True)
 def bsd_span(buf, s, e):
     """(status, year or -1, mon, day, hh, mm, ss, ns, has_off=0, off=0) of syslog._parse_bsd(text)."""
-    if _has_byte(buf, s, e, 10):
+    if e > s and buf[e - 1] == 10:
         return _undecided()
     p = s
     if p + 3 > e:

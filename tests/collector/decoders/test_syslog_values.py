@@ -407,6 +407,15 @@ def _past_int64(stamp_: tuple, ref: int) -> bool:
     return not rejected and not -2**63 <= v <= I64_MAX
 
 
+def test_stamp_final_newline_is_left_to_reference():
+    """'$' matches before a final newline, so the reference reads these; a newline elsewhere fails the pattern."""
+    for kind, text in (("ymd", "2019-05-13 11:45:04\n"), ("clf", "20/Jun/2022:13:09:14 +0200\n"),
+                       ("bsd", "Sep 8 10:38:09\n")):
+        assert stamp(kind, text) == -1
+        assert {"ymd": S._parse_ymd, "clf": S._parse_clf, "bsd": S._parse_bsd}[kind](text) is not None
+        assert stamp(kind, text.replace(" ", "\n", 1) + "0") == 0
+
+
 stamp_parts = st.tuples(
     st.one_of(st.none(), st.integers(1, 2200), st.integers(-2, 10001)), st.integers(0, 13), st.integers(0, 32),
     st.integers(0, 25), st.integers(0, 61), st.integers(0, 61), st.integers(0, 999_999_999),
