@@ -9,6 +9,7 @@ syslog parser when it is present. All inputs share one ``FlowDecoders`` so templ
 from __future__ import annotations
 
 import os
+from itertools import islice
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -115,7 +116,11 @@ class OfflineSource:
         mtime = os.stat(path).st_mtime_ns
         parser.reference_ns = mtime
         with open(path, "rb") as f:
-            for line in f:
-                parser.feed_line(line, (0, 0), mtime, self._builder)
+            while True:
+                # blocks of lines: the parser's block path (numba kernels) takes them many at a time
+                block = list(islice(f, 1024))
+                if not block:
+                    break
+                parser.feed_lines(block, (0, 0), mtime, self._builder)
                 if len(self._builder) >= self.batch_rows:
                     yield self._flush()

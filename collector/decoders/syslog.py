@@ -279,6 +279,8 @@ def stamp_to_ns(stamp: tuple, tz: str, ref_ns: int) -> int:
         if guess < ref_ns - 335 * 86400 * 10**9:
             return stamp_to_ns((ref_year + 1, mon, day, hh, mm, ss, ns, off), tz, ref_ns)
         return guess
+    if not 0 <= ss <= 60:  # checked here too: the minute's cached base must not let a bad second through
+        raise ValueError(f"not a date: {stamp}")
     key = (year, mon, day, hh, mm, off, tz if off is None else "")
     base = _minute_cache.get(key)
     if base is None:
@@ -752,6 +754,8 @@ class Message:
     fetch: Callable[[dict], tuple] = None
     #: The field specs as written (profile's and message's), for tests against ``_getter_plain``.
     fields: dict | None = None
+    #: The message's own spec as written (``when``, ``extract``, ``kind``, ...), for the block compiler.
+    spec: dict | None = None
 
 
 @dataclass
@@ -775,6 +779,8 @@ class Profile:
     samples: list[str] = field(default_factory=list)
     #: The counter label of this profile's records (``syslog.<vendor>``).
     label: tuple[str] = ()
+    #: The profile as written (after validation), for the block compiler (syslog_block.py).
+    spec: dict | None = None
 
     def __post_init__(self) -> None:
         self.label = (f"syslog.{self.vendor}",)
@@ -992,6 +998,7 @@ def load_profile(path: str | Path) -> Profile:
             swap=swap,
             fetch=_fetcher(fields),
             fields=fields,
+            spec=ms,
         ))
     priority = data.get("priority", 50)
     if not isinstance(priority, int):
@@ -1003,7 +1010,7 @@ def load_profile(path: str | Path) -> Profile:
         contains=tuple(contains),
         recognise_re=_compile_regex(rec["regex"], "recognise.regex", path) if "regex" in rec else None,
         extract=base_extract, messages=messages, app_protocols=app_ids,
-        emit_open=bool(data.get("emit_open", False)), orient_unknown=orient, samples=list(samples),
+        emit_open=bool(data.get("emit_open", False)), orient_unknown=orient, samples=list(samples), spec=data,
     )
 
 
@@ -1075,6 +1082,9 @@ class SyslogParser:
         # ns of (stamp, zone, reference) seen lately: a stamp repeats for a whole second, and placing a year-less
         # one takes three conversions.
         self._ns_cache: dict[tuple, int] = {}
+        #: Blocks of lines go through the compiled block path (False: every line through the reference path).
+        self.block = True
+        self._block = None
 
     # -- public API -------------------------------------------------------------------------------------------
 
@@ -1088,15 +1098,20 @@ class SyslogParser:
         """Parse a syslog datagram (one message, or several separated by newlines); returns the rows appended."""
         if b"\n" not in payload.rstrip(b"\r\n\x00"):
             self._line(payload, exporter, recv_ns)
-        else:
-            one = self._line
-            for p in payload.split(b"\n"):
-                if p.strip():
-                    one(p, exporter, recv_ns)
-        return self._flush(builder)
+            return self._flush(builder)
+        return self.feed_lines([p for p in payload.split(b"\n") if p.strip()], exporter, recv_ns, builder)
 
     def feed_lines(self, lines, exporter: tuple[int, int], recv_ns: int, builder: FlowBatchBuilder) -> int:
-        """``feed_line`` over many lines from one sender (the rows are written to the builder once, at the end)."""
+        """``feed_line`` over many lines from one sender, through the block path (syslog_block.py) when there are
+        enough of them: the same rows, counters and sessions as one line at a time."""
+        if not isinstance(lines, list):
+            lines = list(lines)
+        if self.block and len(lines) >= 4 and not self.timezones:
+            if self._block is None:
+                from collector.decoders.syslog_block import BlockPath
+
+                self._block = BlockPath(self)
+            return self._block.feed(lines, exporter, recv_ns, builder)
         one = self._line
         for line in lines:
             one(line, exporter, recv_ns)
@@ -1165,6 +1180,11 @@ class SyslogParser:
             self.counters.inc("brokerwatch_syslog_unmatched_total", ("unknown",))
             self._reject("syslog", "unmatched")
             return 0
+        return self._parse_with(profile, h, f, text, exporter, recv_ns)
+
+    def _parse_with(self, profile: Profile, h: Header, f: dict, text: str, exporter: tuple[int, int],
+                    recv_ns: int) -> int:
+        """The rest of _parse once the profile is known (f holds its recognising regex's groups)."""
         decoder = profile.label[0]
         for ex in profile.extract:
             ex(h, f)
@@ -1319,6 +1339,11 @@ class SyslogParser:
         rec = _Record(start, end, src, dst, sport, dport, proto, nbytes, npackets, app, action, in_if, out_if, flags,
                       0, duration is not None, oriented)
         key = (exporter, h.host, profile.vendor) + tuple(g(f) for g in msg.session)
+        return self._session(kind, rec, key, bool(msg.session), profile, exporter)
+
+    def _session(self, kind: str, rec: _Record, key: tuple, keyed: bool, profile: Profile,
+                 exporter: tuple[int, int]) -> int:
+        """An open message is held under key; a close one is joined with its open (if held) and made a row."""
         if kind == "open":
             if profile.emit_open:
                 return self._append(rec, profile, exporter)
@@ -1329,7 +1354,7 @@ class SyslogParser:
                 self.counters.inc("brokerwatch_syslog_sessions_total", (_k[2], "start_evicted_without_end"))
             self.counters.inc("brokerwatch_syslog_sessions_total", (profile.vendor, "start_held"))
             return 0
-        opened = self._sessions.pop(key, None) if msg.session else None
+        opened = self._sessions.pop(key, None) if keyed else None
         if opened is not None:
             self.counters.inc("brokerwatch_syslog_sessions_total", (profile.vendor, "joined"))
             # The start message knows who initiated the connection; the end knows bytes and duration.
