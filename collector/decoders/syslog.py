@@ -1347,14 +1347,24 @@ class SyslogParser:
         if kind == "open":
             if profile.emit_open:
                 return self._append(rec, profile, exporter)
+            old = self._sessions.pop(key, None)
+            if old.__class__ is int:  # a start the block path held (syslog_block.py): its slot is free again
+                self._block.free_slot(old)
             self._sessions[key] = rec
-            self._sessions.move_to_end(key)
             if len(self._sessions) > self.max_sessions:
                 (_k, _old) = self._sessions.popitem(last=False)
+                if _old.__class__ is int:
+                    self._block.free_slot(_old)
                 self.counters.inc("brokerwatch_syslog_sessions_total", (_k[2], "start_evicted_without_end"))
             self.counters.inc("brokerwatch_syslog_sessions_total", (profile.vendor, "start_held"))
             return 0
         opened = self._sessions.pop(key, None) if keyed else None
+        if opened.__class__ is int:
+            opened = self._block.take_slot(opened)
+        return self._close(rec, opened, profile, exporter)
+
+    def _close(self, rec: _Record, opened: _Record | None, profile: Profile, exporter: tuple[int, int]) -> int:
+        """A session end made a row, joined with its start when that was held."""
         if opened is not None:
             self.counters.inc("brokerwatch_syslog_sessions_total", (profile.vendor, "joined"))
             # The start message knows who initiated the connection; the end knows bytes and duration.

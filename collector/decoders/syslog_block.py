@@ -116,6 +116,7 @@ class _Step:
     col0: int = 0  # first column of this step in the block's KV or CSV array
     slot: int = -1  # regex: index of its match among the message's matches
     keys_packed: tuple = ()
+    when_names: list = field(default_factory=list)
 
 
 @dataclass
@@ -133,6 +134,8 @@ class _MsgPlan:
     session_keyed: bool = False
     n_session: int = 0
     why: str = ""
+    #: The message's ``when`` is only the dispatch field's equality test (so dispatch alone decides it).
+    only_x: bool = False
 
 
 @dataclass
@@ -148,6 +151,15 @@ class _ProfPlan:
     #: Per profile-level kv/csv step: the when-names it may give, as (name, column in KV/CSV).
     when_cols: list = field(default_factory=list)
     why: str = ""
+    #: The recognising regex's groups that ``when`` conditions read.
+    rec_when: list = field(default_factory=list)
+    #: (step, the when-names it may give: group names for a regex step, (name, column) for kv/csv).
+    step_when: list = field(default_factory=list)
+    #: When every message's ``when`` tests one field for equality (ASA msgnum, FortiGate type, ...): that field,
+    #: and its lower-cased value -> the messages, in order, whose test it passes (``others`` for any other value).
+    dispatch_field: object = None
+    dispatch: dict | None = None
+    others: list = field(default_factory=list)
 
 
 class _Tables:
@@ -361,8 +373,40 @@ class BlockCompiler:
             if st.kind in ("kv", "csv"):
                 plan.when_cols.append([(k, st.col0 + j) for j, k in enumerate(st.keys) if k in when])
             else:
-                plan.when_cols.append([])
+                plan.when_cols.append(sorted(k for k in st.groups if k in when))
+        plan.step_when = list(zip(plan.steps, plan.when_cols))
+        plan.rec_when = sorted(k for k in plan.rec_groups if k in when)
+        self._dispatch(plan)
         return plan
+
+    @staticmethod
+    def _dispatch(plan: _ProfPlan) -> None:
+        """Message choice by one field's value, when every message's ``when`` tests that field for equality."""
+        conds = []
+        for mp in plan.messages:
+            w = mp.message.spec.get("when")
+            parts = w if isinstance(w, list) else [w]
+            conds.append([c for c in parts if isinstance(c, dict)])
+        fields = None
+        for cs in conds:
+            names = {c["field"] for c in cs if "field" in c and set(c) <= {"field", "equals", "in"}}
+            fields = names if fields is None else fields & names
+        if not fields:
+            return
+        x = sorted(fields, key=str)[0]
+        plan.dispatch_field = x
+        plan.dispatch = {}
+        plan.others = []
+        wants = []
+        for mp, cs in zip(plan.messages, conds):
+            c = next(c for c in cs if c.get("field") == x and set(c) <= {"field", "equals", "in"})
+            want = {str(c["equals"]).lower()} if "equals" in c else {str(v).lower() for v in c["in"]}
+            wants.append(want)
+            # the rest of the when (other conditions) still runs through the message's compiled test
+            w = mp.message.spec.get("when")
+            mp.only_x = len(w if isinstance(w, list) else [w]) == 1 and set(c) <= {"field", "equals", "in"}
+        for v in set().union(*wants):
+            plan.dispatch[v] = [mp for mp, want in zip(plan.messages, wants) if v in want]
 
     def _names_read(self, ms) -> set:
         spec = ms.spec or {}
@@ -944,7 +988,12 @@ def _emit_block(buf, n, msg_ids, roffs, regs, kv, cv, hdr, recv_ns, ref, msg_tab
 # The block driver
 # ---------------------------------------------------------------------------------------------------------------
 
-_EMPTY_KV = np.full((0, 0, 2), -1, np.int64)
+#: The header columns the Python passes read, in the order of their rows (``R_*`` indexes).
+_PY_COLS = [hk.H_OK, hk.H_BODY_S, hk.H_BODY_E, hk.H_HOST_S, hk.H_HOST_E, hk.H_APP_S, hk.H_APP_E, hk.H_MSGID_S,
+            hk.H_MSGID_E, hk.H_MSG_S, hk.H_MSG_E, hk.H_SD_S, hk.H_SD_E, hk.H_TEXT_S, hk.H_TEXT_E]
+(R_OK, R_BODY_S, R_BODY_E, R_HOST_S, R_HOST_E, R_APP_S, R_APP_E, R_MSGID_S, R_MSGID_E, R_MSG_S, R_MSG_E, R_SD_S,
+ R_SD_E, R_TEXT_S, R_TEXT_E) = range(len(_PY_COLS))
+_SOURCES = {"body": (R_BODY_S, R_BODY_E), "msg": (R_MSG_S, R_MSG_E), "sd": (R_SD_S, R_SD_E)}
 
 
 def _recognise(p, h: _H):
@@ -968,6 +1017,33 @@ def _recognise(p, h: _H):
     return True
 
 
+def _recogniser(p):
+    """Profile.recognises as one function of (body, block text, header row) that returns the recognising regex's
+    match (True when the profile has none) or None, reading APP-NAME and MSGID from the block text only if asked."""
+    contains = p.contains
+    app = p.app_re.fullmatch if p.app_re is not None else None
+    msgid = p.msgid_re.fullmatch if p.msgid_re is not None else None
+    search = p.recognise_re.search if p.recognise_re is not None else None
+    AS, AE, IS, IE = R_APP_S, R_APP_E, R_MSGID_S, R_MSGID_E
+
+    def recognise(body: str, T: str, row: list):
+        if contains:
+            for c in contains:
+                if c in body:
+                    break
+            else:
+                return None
+        if app is not None and not app(T[row[AS]:row[AE]]):
+            return None
+        if msgid is not None and not msgid(T[row[IS]:row[IE]]):
+            return None
+        if search is not None:
+            return search(body)
+        return True
+
+    return recognise
+
+
 class BlockPath:
     """A SyslogParser's block path: its profiles compiled once, then ``feed`` per block of lines."""
 
@@ -978,6 +1054,11 @@ class BlockPath:
         #: Lines this path finished itself, and lines it handed to the reference path (for tests and tuning).
         self.kernel_lines = 0
         self.reference_lines = 0
+        #: Held session starts (rows of the kernel's output); the parser's session table maps keys to slots here.
+        self.held = np.empty((64, _O_WIDTH), np.int64)
+        self.free = list(range(63, -1, -1))
+        self._pending: dict[int, int] = {}
+        self._out = self.held
         self.msg_plans = self.c.messages
         self.datasets = np.zeros(max(len(self.msg_plans), 1), np.uint8)
         self.plan_of_msg: list[_ProfPlan] = []
@@ -988,6 +1069,9 @@ class BlockPath:
         for plan in self.c.plans:
             for mp in plan.messages:
                 self.msg_profile[mp.gid] = plan
+        #: Per profile, its recognise test over (body, block text, header row), as Profile.recognises.
+        self.recognisers = {id(p): _recogniser(p) for p in parser.profiles}
+        self.recognise_order = [(p, self.recognisers[id(p)]) for p in parser.profiles]
 
     def feed(self, lines: list, exporter: tuple[int, int], recv_ns: int, builder) -> int:
         """Parse a block of lines from one sender; returns the rows appended to builder (as feed_lines)."""
@@ -1003,60 +1087,62 @@ class BlockPath:
         arr = np.frombuffer(buf, np.uint8)
         hdr = scan_headers(arr, starts, ends)
         T = buf.decode("latin-1")
-        ok_col = hdr[:, hk.H_OK]
-        H = hdr.tolist()
+        H = hdr[:, _PY_COLS].tolist()
         # -- pass 1: detection, in line order (the per-sender memory of the last profile is order-dependent)
-        plans: list = [None] * n  # _ProfPlan, or a tuple (profile, Header, f) for the reference path
-        hs: list = [None] * n
+        plans: list = [None] * n  # _ProfPlan, "unknown", "done", or (profile, Header, f) for the reference path
+        bodies: list = [None] * n
+        hosts: list = [None] * n
         recs: list = [None] * n
         last_profile = P._last_profile
-        profiles = P.profiles
+        lp_get = last_profile.get
+        recognisers = self.recognisers
         by_profile = c.by_profile
         groups: dict[int, list[int]] = {}
+        BS, BE, HS, HE = R_BODY_S, R_BODY_E, R_HOST_S, R_HOST_E
         for i in range(n):
             row = H[i]
-            line = lines[i]
-            if not row[hk.H_OK] or len(line) > max_line:
-                plans[i] = self._detect_reference(line, exporter)
+            if not row[0] or len(lines[i]) > max_line:
+                plans[i] = self._detect_reference(lines[i], exporter)
                 continue
-            h = _H()
-            h.body = T[row[hk.H_BODY_S]:row[hk.H_BODY_E]]
-            h.msg = T[row[hk.H_MSG_S]:row[hk.H_MSG_E]]
-            h.sd = T[row[hk.H_SD_S]:row[hk.H_SD_E]]
-            h.app = T[row[hk.H_APP_S]:row[hk.H_APP_E]]
-            h.msgid = T[row[hk.H_MSGID_S]:row[hk.H_MSGID_E]]
-            h.host = T[row[hk.H_HOST_S]:row[hk.H_HOST_E]]
-            key = (exporter, h.host)
-            last = last_profile.get(key)
+            body = T[row[BS]:row[BE]]
+            host = T[row[HS]:row[HE]]
+            key = (exporter, host)
+            last = lp_get(key)
             found = None
-            m = _recognise(last, h) if last is not None else None
-            if m is not None:
-                found = last
-            else:
-                for p in profiles:
+            if last is not None:
+                m = recognisers[id(last)](body, T, row)
+                if m is not None:
+                    found = last
+            if found is None:
+                for p, recog in self.recognise_order:
                     if p is not last:
-                        m = _recognise(p, h)
+                        m = recog(body, T, row)
                         if m is not None:
                             if len(last_profile) > 65536:
                                 last_profile.clear()
                             last_profile[key] = p
                             found = p
                             break
-            if found is None:
-                plans[i] = "unknown"
-                continue
-            hs[i] = h
+                else:
+                    plans[i] = "unknown"
+                    continue
+            bodies[i] = body
+            hosts[i] = host
             recs[i] = m if m is not True else None
             plan = by_profile[id(found)]
             plans[i] = plan
             if plan.fast:
-                groups.setdefault(id(plan), []).append(i)
+                g = groups.get(id(plan))
+                if g is None:
+                    groups[id(plan)] = [i]
+                else:
+                    g.append(i)
         # -- pass 2: kv and csv tokens, per profile over its lines
         kv = np.full((n, max(c.kv_cols, 1), 2), -1, np.int64)
         cv = np.full((n, max(c.csv_cols, 1), 2), -1, np.int64)
         bad = np.zeros(n, np.uint8)
         src_col = {"body": (hk.H_BODY_S, hk.H_BODY_E), "msg": (hk.H_MSG_S, hk.H_MSG_E),
-                   "sd": (hk.H_SD_S, hk.H_SD_E)}
+                   "sd": (hk.H_SD_S, hk.H_SD_E)}  # columns of hdr (the kernel's full header array)
         for plan, st in c.kv_steps:
             idx = groups.get(id(plan))
             if not idx or not st.keys:
@@ -1081,78 +1167,111 @@ class BlockPath:
             cv[ix, st.col0:st.col0 + len(st.keys)] = out
             bad[ix[okk == 0]] = 1
         badl = bad.tolist()
+        # the spans of the kv/csv values that ``when`` tests read, as Python lists (one tolist per step)
+        wvals = {}
+        for plan_key, idx in groups.items():
+            for st, wc in plans[idx[0]].step_when:
+                if st.kind != "regex" and wc:
+                    st.when_names = [name for name, _ in wc]
+                    wvals[id(st)] = (kv if st.kind == "kv" else cv)[:, [col for _, col in wc]].tolist()
         # -- pass 3: message choice and regex steps, per line
-        msg_ids = np.full(n, -1, np.int64)
-        roffs = np.zeros(n, np.int64)
+        msg_ids = [-1] * n
+        roffs = [0] * n
         regs: list[int] = []
         chosen: list = [None] * n
         refl = [False] * n  # detected, but the rest of the line is for the reference path
-        unmatched = P.counters
-        for i in range(n):
-            plan = plans[i]
-            if plan.__class__ is not _ProfPlan or not plan.fast:
-                continue
-            if badl[i]:
-                refl[i] = True
-                continue
-            h = hs[i]
-            m0 = recs[i]
-            f: dict = {}
-            if m0 is not None:
-                _update_groups(f, m0)
-            matches = [(m0, H[i][hk.H_BODY_S])]
-            undecided = False
-            for st, wc in zip(plan.steps, plan.when_cols):
-                if st.kind == "regex":
-                    m = st.op(getattr(h, st.source))
-                    matches.append((m, H[i][src_col[st.source][0]]))
-                    if m is not None:
-                        _update_groups(f, m)
-                elif wc:
-                    arr_ = kv if st.kind == "kv" else cv
-                    for name, col in wc:
-                        s = int(arr_[i, col, 0])
-                        if s >= 0:
-                            f[name] = T[s:int(arr_[i, col, 1])]
-            for mp in plan.messages:
-                if mp.message.when(h, f):
-                    break
-            else:
-                unmatched.inc("brokerwatch_syslog_unmatched_total", (plan.profile.vendor,))
-                plans[i] = "done"
-                continue
-            for st in mp.steps:
-                if st.kind == "regex":
-                    m = st.op(getattr(h, st.source))
-                    if m is None:
-                        undecided = True  # the reference counts it as malformed
-                        break
-                    matches.append((m, H[i][src_col[st.source][0]]))
-                elif st.kind == "kv":
-                    if not (kv[i, st.col0:st.col0 + len(st.keys), 0] >= 0).any():
-                        undecided = True  # no pairs: malformed in the reference
-                        break
-            if undecided:
-                refl[i] = True
-                continue
-            roffs[i] = len(regs)
-            msg_ids[i] = mp.gid
-            chosen[i] = mp
-            for j, (m, base) in enumerate(matches):
-                if j == 0 and plan.profile.recognise_re is None:
+        counters = P.counters
+        sources = _SOURCES
+        for plan_key, idx in groups.items():
+            plan = plans[idx[0]]
+            rec_when = plan.rec_when
+            steps = plan.step_when
+            dispatch = plan.dispatch
+            xname = plan.dispatch_field
+            for i in idx:
+                if badl[i]:
+                    refl[i] = True
                     continue
-                if m is None:
-                    regs += mp.none_regs[j]
+                row = H[i]
+                body = bodies[i]
+                m0 = recs[i]
+                f: dict = {}
+                if rec_when and m0 is not None:
+                    for name in rec_when:
+                        v = m0.group(name)
+                        if v is not None:
+                            f[name] = v
+                matches = [(m0, row[BS])]  # slot 0 is empty when the profile has no recognising regex
+                for st, wc in steps:
+                    if st.kind == "regex":
+                        a_, b_ = sources[st.source]
+                        m = st.op(T[row[a_]:row[b_]])
+                        matches.append((m, row[a_]))
+                        if m is not None:
+                            for name in wc:
+                                v = m.group(name)
+                                if v is not None:
+                                    f[name] = v
+                    elif wc:
+                        for name, (s_, e_) in zip(st.when_names, wvals[id(st)][i]):
+                            if s_ >= 0:
+                                f[name] = T[s_:e_]
+                if dispatch is not None:
+                    v = f.get(xname, "")
+                    if len(v) > 1 and v[0] == '"' == v[-1]:
+                        v = v[1:-1]
+                    cands = dispatch.get(v.lower(), plan.others)
                 else:
-                    regs.append(base)
-                    regs += chain.from_iterable(m.regs)
+                    cands = plan.messages
+                h = None
+                for mp in cands:
+                    if mp.only_x:
+                        break
+                    if h is None:
+                        h = _H()
+                        h.body = body
+                        h.msgid = T[row[R_MSGID_S]:row[R_MSGID_E]]
+                    if mp.message.when(h, f):
+                        break
+                else:
+                    counters.inc("brokerwatch_syslog_unmatched_total", (plan.profile.vendor,))
+                    plans[i] = "done"
+                    continue
+                undecided = False
+                for st in mp.steps:
+                    if st.kind == "regex":
+                        a_, b_ = sources[st.source]
+                        m = st.op(T[row[a_]:row[b_]])
+                        if m is None:
+                            undecided = True  # the reference counts it as malformed
+                            break
+                        matches.append((m, row[a_]))
+                    elif st.kind == "kv":
+                        if not (kv[i, st.col0:st.col0 + len(st.keys), 0] >= 0).any():
+                            undecided = True  # no wanted key: let the reference decide whether it is malformed
+                            break
+                if undecided:
+                    refl[i] = True
+                    continue
+                roffs[i] = len(regs)
+                msg_ids[i] = mp.gid
+                chosen[i] = mp
+                none_regs = mp.none_regs
+                for j, (m, base) in enumerate(matches):
+                    if m is None:
+                        regs += none_regs[j]
+                    else:
+                        regs.append(base)
+                        regs += chain.from_iterable(m.regs)
+        msg_ids = np.asarray(msg_ids, np.int64)
+        roffs = np.asarray(roffs, np.int64)
         # -- pass 4: the records
         out = np.empty((n, _O_WIDTH), np.int64)
         self._msg_ids = msg_ids
         ref = recv_ns or P.reference_ns
         _emit_block(arr, n, msg_ids, roffs, np.asarray(regs, np.int64) if regs else
                     np.zeros(1, np.int64), kv, cv, hdr, recv_ns, ref, c.msg_table, self.tables, *c.protocols, out)
-        return self._finish(lines, T, H, plans, hs, recs, chosen, refl, out, exporter, recv_ns, builder)
+        return self._finish(lines, T, H, plans, hosts, recs, chosen, refl, out, exporter, recv_ns, builder)
 
     def _detect_reference(self, line: bytes, exporter):
         """Pass 1 for a line the header kernel did not take: the reference's header and detection, in order."""
@@ -1174,14 +1293,22 @@ class BlockPath:
             return "unknown"
         return (p, h, f, text)
 
-    def _finish(self, lines, T, H, plans, hs, recs, chosen, refl, out, exporter, recv_ns, builder) -> int:
+    def _finish(self, lines, T, H, plans, hosts, recs, chosen, refl, out, exporter, recv_ns, builder) -> int:
         """In line order: kernel rows, rejections, session starts and ends, and the reference path's lines."""
         P = self.parser
         rows = P._rows
         take: list[int] = []
         made = P._made
-        O = out.tolist()
+        status_l = out[:, _O_STATUS].tolist()
+        kind_l = out[:, _O_KIND].tolist()
         before = self.reference_lines
+        sessions = P._sessions
+        max_sessions = P.max_sessions
+        pending = self._pending = {}  # slot -> line of this block whose start it holds
+        self._out = out
+        tally: dict = {}
+        closes: list[int] = []
+        sources: list[int] = []
         for i, plan in enumerate(plans):
             if plan is None or plan == "done":
                 continue
@@ -1200,34 +1327,146 @@ class BlockPath:
                 take += range(-1 - k, -1 - len(rows), -1)
                 continue
             mp = chosen[i]
-            o = O[i]
-            if refl[i] or mp is None or o[_O_STATUS] < 0:
+            status = status_l[i]
+            if refl[i] or mp is None or status < 0:
                 self.reference_lines += 1
                 self._reference(plan.profile, lines[i], recs[i], exporter, recv_ns, take)
                 continue
             profile = plan.profile
-            status = o[_O_STATUS]
             if status > 0:
                 row = H[i]
-                P._reject(profile.label[0], REASONS[status], T[row[hk.H_TEXT_S]:row[hk.H_TEXT_E]])
+                P._reject(profile.label[0], REASONS[status], T[row[R_TEXT_S]:row[R_TEXT_E]])
                 continue
-            kind = o[_O_KIND]
+            kind = kind_l[i]
             if kind == 0:
                 take.append(i)
                 made[profile.label] = made.get(profile.label, 0) + 1
                 continue
-            rec = _Record(o[_O_START], o[_O_END], (o[_O_SRC_HI] & 0xFFFFFFFFFFFFFFFF, o[_O_SRC_LO] & 0xFFFFFFFFFFFFFFFF),
-                          (o[_O_DST_HI] & 0xFFFFFFFFFFFFFFFF, o[_O_DST_LO] & 0xFFFFFFFFFFFFFFFF), o[_O_SPORT],
-                          o[_O_DPORT], o[_O_PROTO], o[_O_BYTES], o[_O_PACKETS], o[_O_APP], o[_O_ACTION], o[_O_IN],
-                          o[_O_OUT], o[_O_FLAGS], 0, bool(o[_O_HASDUR]), bool(o[_O_ORIENTED]))
-            key = (exporter, hs[i].host, profile.vendor) + tuple(
-                None if o[_O_SESSION + 2 * q] < 0 else T[o[_O_SESSION + 2 * q]:o[_O_SESSION + 2 * q + 1]]
-                for q in range(mp.n_session))
-            k = len(rows)
-            P._session(_KINDS[kind], rec, key, mp.session_keyed, profile, exporter)
-            take += range(-1 - k, -1 - len(rows), -1)
+            # A session start or end: starts are held as rows of self.held (the session table maps the key to
+            # the slot); ends are joined with their start after the loop, in numpy (_join).
+            ns = mp.n_session
+            if ns:
+                o = out[i, _O_SESSION:_O_SESSION + 2 * ns].tolist()
+                key = (exporter, hosts[i], profile.vendor) + tuple(
+                    None if o[2 * q] < 0 else T[o[2 * q]:o[2 * q + 1]] for q in range(ns))
+            else:
+                key = (exporter, hosts[i], profile.vendor)
+            vendor = profile.vendor
+            if kind == 1:  # open
+                if profile.emit_open:
+                    take.append(i)
+                    made[profile.label] = made.get(profile.label, 0) + 1
+                    continue
+                old = sessions.pop(key, None)
+                if old.__class__ is int:
+                    self._free(old)
+                slot = self._alloc()
+                pending[slot] = i
+                sessions[key] = slot
+                if len(sessions) > max_sessions:
+                    (_k, _old) = sessions.popitem(last=False)
+                    if _old.__class__ is int:
+                        self._free(_old)
+                    tally[(_k[2], "start_evicted_without_end")] = tally.get((_k[2], "start_evicted_without_end"), 0) + 1
+                tally[(vendor, "start_held")] = tally.get((vendor, "start_held"), 0) + 1
+                continue
+            opened = sessions.pop(key, None) if mp.session_keyed else None
+            if opened is None:
+                tally[(vendor, "end_without_start")] = tally.get((vendor, "end_without_start"), 0) + 1
+                closes.append(i)
+                sources.append(-1)
+            elif opened.__class__ is int:
+                tally[(vendor, "joined")] = tally.get((vendor, "joined"), 0) + 1
+                closes.append(i)
+                line = pending.pop(opened, None)
+                # a start of this block is read from out, an earlier one from held (-2 - slot)
+                sources.append(line if line is not None else -2 - opened)
+                self._free(opened)
+            else:  # held by the reference path: joined there
+                k = len(rows)
+                P._close(self._record(out[i].tolist()), opened, profile, exporter)
+                take += range(-1 - k, -1 - len(rows), -1)
+                continue
+            take.append(i)
+            made[profile.label] = made.get(profile.label, 0) + 1
         self.kernel_lines += len(plans) - (self.reference_lines - before)
+        if closes:
+            self._join(out, closes, sources)
+        if pending:  # starts still open at the end of the block: into held
+            sl = np.fromiter(pending.keys(), np.int64, len(pending))
+            self.held[sl] = out[np.fromiter(pending.values(), np.int64, len(pending))]
+        self._pending = {}
+        for labels, v in tally.items():
+            P.counters.inc("brokerwatch_syslog_sessions_total", labels, v)
         return self._write(out, take, exporter, builder)
+
+    # -- held session starts ---------------------------------------------------------------------------------
+
+    def _alloc(self) -> int:
+        if not self.free:
+            old = len(self.held)
+            grown = np.empty((2 * old, _O_WIDTH), np.int64)
+            grown[:old] = self.held
+            self.held = grown
+            self.free = list(range(2 * old - 1, old - 1, -1))
+        return self.free.pop()
+
+    def _free(self, slot: int) -> None:
+        self._pending.pop(slot, None)
+        self.free.append(slot)
+
+    def take_slot(self, slot: int) -> _Record:
+        """The held start in slot as a _Record, the slot freed (for the reference path's session ends)."""
+        line = self._pending.pop(slot, None)
+        row = (self._out[line] if line is not None else self.held[slot]).tolist()
+        self.free.append(slot)
+        return self._record(row)
+
+    def free_slot(self, slot: int) -> None:
+        """A held start evicted by the reference path."""
+        self._free(slot)
+
+    @staticmethod
+    def _record(o: list) -> _Record:
+        m = 0xFFFFFFFFFFFFFFFF
+        return _Record(o[_O_START], o[_O_END], (o[_O_SRC_HI] & m, o[_O_SRC_LO] & m), (o[_O_DST_HI] & m, o[_O_DST_LO] & m),
+                       o[_O_SPORT], o[_O_DPORT], o[_O_PROTO], o[_O_BYTES], o[_O_PACKETS], o[_O_APP], o[_O_ACTION],
+                       o[_O_IN], o[_O_OUT], o[_O_FLAGS], 0, bool(o[_O_HASDUR]), bool(o[_O_ORIENTED]))
+
+    def _join(self, out: np.ndarray, closes: list[int], sources: list[int]) -> None:
+        """Session ends joined with their starts, as SyslogParser._close, over all of a block's ends at once."""
+        ci = np.asarray(closes, np.int64)
+        src = np.asarray(sources, np.int64)
+        joined = src != -1
+        if joined.any():
+            cj = ci[joined]
+            sj = src[joined]
+            o = np.empty((len(cj), _O_WIDTH), np.int64)
+            here = sj >= 0
+            o[here] = out[sj[here]]
+            o[~here] = self.held[-2 - sj[~here]]
+            e = out[cj]
+            # the start knows who initiated the connection; the end knows bytes and duration
+            e[:, _O_SRC_HI:_O_DPORT + 1] = o[:, _O_SRC_HI:_O_DPORT + 1]
+            take_if = ((e[:, _O_FLAGS] & FLAG_NO_INTERFACES) != 0) & ((o[:, _O_FLAGS] & FLAG_NO_INTERFACES) == 0)
+            e[take_if, _O_IN] = o[take_if, _O_IN]
+            e[take_if, _O_OUT] = o[take_if, _O_OUT]
+            e[take_if, _O_FLAGS] &= ~FLAG_NO_INTERFACES
+            no_app = e[:, _O_APP] == 0
+            e[no_app, _O_APP] = o[no_app, _O_APP]
+            no_dur = e[:, _O_HASDUR] == 0
+            e[no_dur, _O_START] = np.minimum(o[no_dur, _O_START], e[no_dur, _O_END])
+            e[:, _O_ORIENTED] = 1
+            out[cj] = e
+        # an end whose start was not seen and that does not say who initiated: the lower port is the service
+        c = out[ci]
+        swap = (c[:, _O_ORIENTED] == 0) & (c[:, _O_SPORT] < c[:, _O_DPORT])
+        if swap.any():
+            w = ci[swap]
+            r = out[w]
+            for a, b in ((_O_SRC_HI, _O_DST_HI), (_O_SRC_LO, _O_DST_LO), (_O_SPORT, _O_DPORT), (_O_IN, _O_OUT)):
+                r[:, [a, b]] = r[:, [b, a]]
+            out[w] = r
 
     def _reference(self, profile, line: bytes, m0, exporter, recv_ns: int, take: list) -> None:
         """One line through the reference path, its profile already detected (as SyslogParser._line would)."""
