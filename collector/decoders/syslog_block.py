@@ -27,6 +27,7 @@ goes through the reference path at its place in the block, so nothing depends on
 from __future__ import annotations
 
 import re
+from array import array
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -116,7 +117,6 @@ class _Step:
     col0: int = 0  # first column of this step in the block's KV or CSV array
     slot: int = -1  # regex: index of its match among the message's matches
     keys_packed: tuple = ()
-    when_names: list = field(default_factory=list)
 
 
 @dataclass
@@ -340,6 +340,8 @@ class BlockCompiler:
             rows[i, :len(r)] = r
         self.msg_table = rows
         self.protocols = pack_protocols()
+        #: Some message makes session starts or ends (its lines need their session fields in Python).
+        self.has_sessions = any(row[_M_KIND_G] >= 0 or row[_M_KIND_DEF] != 0 for row in t.msg_rows)
 
     # -- profiles -----------------------------------------------------------------------------------------------
 
@@ -1172,20 +1174,20 @@ class BlockPath:
         for plan_key, idx in groups.items():
             for st, wc in plans[idx[0]].step_when:
                 if st.kind != "regex" and wc:
-                    st.when_names = [name for name, _ in wc]
                     wvals[id(st)] = (kv if st.kind == "kv" else cv)[:, [col for _, col in wc]].tolist()
         # -- pass 3: message choice and regex steps, per line
         msg_ids = [-1] * n
         roffs = [0] * n
-        regs: list[int] = []
+        regs = array("q")  # the match spans, appended in C (chain over m.regs) and read by numba without a copy
         chosen: list = [None] * n
         refl = [False] * n  # detected, but the rest of the line is for the reference path
         counters = P.counters
-        sources = _SOURCES
         for plan_key, idx in groups.items():
             plan = plans[idx[0]]
             rec_when = plan.rec_when
-            steps = plan.step_when
+            # (step, source columns, when-names, their value spans per line or None)
+            steps = [(st, _SOURCES[st.source], wc if st.kind == "regex" else [nm for nm, _ in wc],
+                      wvals.get(id(st))) for st, wc in plan.step_when]
             dispatch = plan.dispatch
             xname = plan.dispatch_field
             for i in idx:
@@ -1202,18 +1204,18 @@ class BlockPath:
                         if v is not None:
                             f[name] = v
                 matches = [(m0, row[BS])]  # slot 0 is empty when the profile has no recognising regex
-                for st, wc in steps:
-                    if st.kind == "regex":
-                        a_, b_ = sources[st.source]
-                        m = st.op(T[row[a_]:row[b_]])
-                        matches.append((m, row[a_]))
-                        if m is not None:
-                            for name in wc:
-                                v = m.group(name)
-                                if v is not None:
-                                    f[name] = v
-                    elif wc:
-                        for name, (s_, e_) in zip(st.when_names, wvals[id(st)][i]):
+                for st, (a_, b_), wc, wv in steps:
+                    if wv is None:
+                        if st.kind == "regex":
+                            m = st.op(body if a_ == BS else T[row[a_]:row[b_]])
+                            matches.append((m, row[a_]))
+                            if m is not None:
+                                for name in wc:
+                                    v = m.group(name)
+                                    if v is not None:
+                                        f[name] = v
+                    else:
+                        for name, (s_, e_) in zip(wc, wv[i]):
                             if s_ >= 0:
                                 f[name] = T[s_:e_]
                 if dispatch is not None:
@@ -1240,8 +1242,8 @@ class BlockPath:
                 undecided = False
                 for st in mp.steps:
                     if st.kind == "regex":
-                        a_, b_ = sources[st.source]
-                        m = st.op(T[row[a_]:row[b_]])
+                        a_, b_ = _SOURCES[st.source]
+                        m = st.op(body if a_ == BS else T[row[a_]:row[b_]])
                         if m is None:
                             undecided = True  # the reference counts it as malformed
                             break
@@ -1259,17 +1261,17 @@ class BlockPath:
                 none_regs = mp.none_regs
                 for j, (m, base) in enumerate(matches):
                     if m is None:
-                        regs += none_regs[j]
+                        regs.extend(none_regs[j])
                     else:
                         regs.append(base)
-                        regs += chain.from_iterable(m.regs)
+                        regs.extend(chain.from_iterable(m.regs))
         msg_ids = np.asarray(msg_ids, np.int64)
         roffs = np.asarray(roffs, np.int64)
         # -- pass 4: the records
         out = np.empty((n, _O_WIDTH), np.int64)
         self._msg_ids = msg_ids
         ref = recv_ns or P.reference_ns
-        _emit_block(arr, n, msg_ids, roffs, np.asarray(regs, np.int64) if regs else
+        _emit_block(arr, n, msg_ids, roffs, np.frombuffer(regs, np.int64) if regs else
                     np.zeros(1, np.int64), kv, cv, hdr, recv_ns, ref, c.msg_table, self.tables, *c.protocols, out)
         return self._finish(lines, T, H, plans, hosts, recs, chosen, refl, out, exporter, recv_ns, builder)
 
@@ -1301,6 +1303,7 @@ class BlockPath:
         made = P._made
         status_l = out[:, _O_STATUS].tolist()
         kind_l = out[:, _O_KIND].tolist()
+        sess_l = out[:, _O_SESSION:].tolist() if self.c.has_sessions else None
         before = self.reference_lines
         sessions = P._sessions
         max_sessions = P.max_sessions
@@ -1345,12 +1348,15 @@ class BlockPath:
             # A session start or end: starts are held as rows of self.held (the session table maps the key to
             # the slot); ends are joined with their start after the loop, in numpy (_join).
             ns = mp.n_session
-            if ns:
-                o = out[i, _O_SESSION:_O_SESSION + 2 * ns].tolist()
+            o = sess_l[i]
+            if ns == 1:
+                key = (exporter, hosts[i], profile.vendor, None if o[0] < 0 else T[o[0]:o[1]])
+            elif ns == 2:
+                key = (exporter, hosts[i], profile.vendor, None if o[0] < 0 else T[o[0]:o[1]],
+                       None if o[2] < 0 else T[o[2]:o[3]])
+            else:
                 key = (exporter, hosts[i], profile.vendor) + tuple(
                     None if o[2 * q] < 0 else T[o[2 * q]:o[2 * q + 1]] for q in range(ns))
-            else:
-                key = (exporter, hosts[i], profile.vendor)
             vendor = profile.vendor
             if kind == 1:  # open
                 if profile.emit_open:
