@@ -1068,9 +1068,11 @@ class BlockPath:
             for mp in plan.messages:
                 self.datasets[mp.gid] = plan.profile.dataset
         self.msg_profile = {}
+        self.msg_label = [("syslog",)] * len(self.msg_plans)
         for plan in self.c.plans:
             for mp in plan.messages:
                 self.msg_profile[mp.gid] = plan
+                self.msg_label[mp.gid] = plan.profile.label
         #: Per profile, its recognise test over (body, block text, header row), as Profile.recognises.
         self.recognisers = {id(p): _recogniser(p) for p in parser.profiles}
         self.recognise_order = [(p, self.recognisers[id(p)]) for p in parser.profiles]
@@ -1140,8 +1142,9 @@ class BlockPath:
                 else:
                     g.append(i)
         # -- pass 2: kv and csv tokens, per profile over its lines
-        kv = np.full((n, max(c.kv_cols, 1), 2), -1, np.int64)
-        cv = np.full((n, max(c.csv_cols, 1), 2), -1, np.int64)
+        # Not initialised: a line reads only the columns of its own profile's steps, which the tokenizers write.
+        kv = np.empty((n, max(c.kv_cols, 1), 2), np.int64)
+        cv = np.empty((n, max(c.csv_cols, 1), 2), np.int64)
         bad = np.zeros(n, np.uint8)
         src_col = {"body": (hk.H_BODY_S, hk.H_BODY_E), "msg": (hk.H_MSG_S, hk.H_MSG_E),
                    "sd": (hk.H_SD_S, hk.H_SD_E)}  # columns of hdr (the kernel's full header array)
@@ -1312,7 +1315,19 @@ class BlockPath:
         tally: dict = {}
         closes: list[int] = []
         sources: list[int] = []
-        for i, plan in enumerate(plans):
+        # Flow records the kernel finished need nothing more here: only the other lines are walked, and each
+        # output row is tagged with its line so that the rows come out in line order.
+        msg_ids = self._msg_ids
+        fast = (msg_ids >= 0) & (out[:, _O_STATUS] == 0) & (out[:, _O_KIND] == 0) & ~np.asarray(refl, bool)
+        take_line: list[int] = []
+        mark = 0
+        prev = -1
+        for i in np.flatnonzero(~fast).tolist():
+            if len(take) > mark:
+                take_line += [prev] * (len(take) - mark)
+                mark = len(take)
+            prev = i
+            plan = plans[i]
             if plan is None or plan == "done":
                 continue
             if plan == "unknown":
@@ -1341,10 +1356,6 @@ class BlockPath:
                 P._reject(profile.label[0], REASONS[status], T[row[R_TEXT_S]:row[R_TEXT_E]])
                 continue
             kind = kind_l[i]
-            if kind == 0:
-                take.append(i)
-                made[profile.label] = made.get(profile.label, 0) + 1
-                continue
             # A session start or end: starts are held as rows of self.held (the session table maps the key to
             # the slot); ends are joined with their start after the loop, in numpy (_join).
             ns = mp.n_session
@@ -1395,6 +1406,20 @@ class BlockPath:
                 continue
             take.append(i)
             made[profile.label] = made.get(profile.label, 0) + 1
+        if len(take) > mark:
+            take_line += [prev] * (len(take) - mark)
+        ff = np.flatnonzero(fast)
+        if len(ff):
+            for gid, k in enumerate(np.bincount(msg_ids[ff], minlength=len(self.msg_label)).tolist()):
+                if k:
+                    label = self.msg_label[gid]
+                    made[label] = made.get(label, 0) + k
+        if take:
+            tv = np.concatenate([ff, np.asarray(take, np.int64)])
+            order = np.argsort(np.concatenate([ff, np.asarray(take_line, np.int64)]), kind="stable")
+            take = tv[order]
+        else:
+            take = ff
         self.kernel_lines += len(plans) - (self.reference_lines - before)
         if closes:
             self._join(out, closes, sources)
@@ -1489,7 +1514,7 @@ class BlockPath:
             P._reject("syslog", "malformed", repr(exc))
         take += range(-1 - k, -1 - len(rows), -1)
 
-    def _write(self, out: np.ndarray, take: list[int], exporter, builder) -> int:
+    def _write(self, out: np.ndarray, take: np.ndarray, exporter, builder) -> int:
         """The block's rows, in line order, into the builder; counters as SyslogParser._flush."""
         P = self.parser
         k = len(take)
@@ -1498,7 +1523,7 @@ class BlockPath:
                 py = np.array(P._rows, FLOW_DTYPE)
             else:
                 py = np.zeros(0, FLOW_DTYPE)
-            tk = np.asarray(take, np.int64)
+            tk = take
             kidx = tk[tk >= 0]
             kr = np.zeros(len(kidx), FLOW_DTYPE)
             if len(kidx):
