@@ -969,10 +969,11 @@ def _emit_block(buf, n, msg_ids, roffs, regs, kv, cv, hdr, recv_ns, ref, msg_tab
         o[3] = 1 if has_dur else 0
         o[4] = start
         o[5] = end
-        o[6] = sh
-        o[7] = sl
-        o[8] = dh
-        o[9] = dl
+        # address words are uint64: stored as their int64 bit patterns (read back through a uint64 view)
+        o[6] = np.int64(np.uint64(sh))
+        o[7] = np.int64(np.uint64(sl))
+        o[8] = np.int64(np.uint64(dh))
+        o[9] = np.int64(np.uint64(dl))
         o[10] = sport
         o[11] = dport
         o[12] = proto
