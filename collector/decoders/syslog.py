@@ -487,7 +487,10 @@ class ProfileError(ValueError):
 
 # key=value with the value bare or double-quoted (backslash escapes allowed inside the quotes); the quotes are kept
 # in the fields dict and taken off by the getters (dict() of findall runs in C; unquoting only what is used).
-_KV = re.compile(r'([A-Za-z_][\w.\-]*)=("[^"\\]*(?:\\.[^"\\]*)*"|\S*)')
+# Written to start only where a run of key characters starts (the lookbehind), skipping the run's leading characters
+# that cannot begin a key: the same matches as r'([A-Za-z_][\w.\-]*)=(...)' (a key begins at the run's first letter or
+# '_'), but linear: that form tried every position of a long run without '=' again, O(n^2) on hostile lines.
+_KV = re.compile(r'(?<![\w.\-])(?:[^\W_A-Za-z]|[.\-])*+([A-Za-z_][\w.\-]*+)=("[^"\\]*(?:\\.[^"\\]*)*"|\S*)')
 
 
 def _unquote(v):

@@ -4,6 +4,7 @@ counters, and hostile input (hypothesis)."""
 from __future__ import annotations
 
 import calendar
+import re
 import textwrap
 
 import pytest
@@ -19,6 +20,7 @@ from collector.decoders.syslog import (
     parse_header,
     stamp_to_ns,
 )
+from collector.decoders import syslog as S
 from collector.metrics import Counters
 
 REF = calendar.timegm((2026, 11, 28, 12, 0, 0)) * 10**9
@@ -302,3 +304,18 @@ def test_impossible_date_in_a_field_falls_back_to_the_next_time_source():
     assert SyslogParser(Counters(), reference_ns=REF).feed_line(line, (0, 0), 0, b) == 1
     batch = b.build()
     assert (int(batch.start_ns[0]), int(batch.end_ns[0])) == (ns(2026, 11, 28, 11, 20, 0), ns(2026, 11, 28, 11, 21, 0))
+
+
+# The key=value pattern as first written: the twin of the linear one in syslog.py (same matches on any text).
+_KV_QUADRATIC = re.compile(r'([A-Za-z_][\w.\-]*)=("[^"\\]*(?:\\.[^"\\]*)*"|\S*)')
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet='ab_Z09.-=" \\\t\u00e9\u0663xy=', max_size=40))
+def test_linear_key_value_pattern_equals_the_first_one(text):
+    assert S._KV.findall(text) == _KV_QUADRATIC.findall(text)
+
+
+def test_a_long_run_of_key_characters_without_equals_is_no_pair():
+    """The first pattern retried every position of such a run (seconds of CPU per 16 KiB line); no pair either way."""
+    assert S._KV.findall("a" * 16384 + " b=1") == [("b", "1")]
