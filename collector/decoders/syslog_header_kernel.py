@@ -557,19 +557,27 @@ def _scan_line(buf, s, e0, out, i):
         solid += c != _SP
     if special or not solid:
         return
-    r = _try_5424(buf, s, e, out, i)
+    # Each call passing arrays costs NRT reference counting (atomic), so the first byte is tested here first.
+    r = _try_5424(buf, s, e, out, i) if buf[s] == _LT else 0
     if r < 0:
         return
     if r == 0:
-        h = _head_3164(buf, s, e, out, i)
+        c = buf[s]
+        # _RE_3164 can only start with '<', ':', a space, a capital or a digit.
+        if c == _LT or c == _COLON or c == _SP or 65 <= c <= 90 or 48 <= c <= 57:
+            h = _head_3164(buf, s, e, out, i)
+        else:
+            h = -1
         if h >= 0:
             out[i, H_KIND] = KIND_3164
             _host_tag_body(buf, h, e, out, i)
         else:
-            p, pri = _pri(buf, s, e)
-            if p < 0:
-                p = s
-            out[i, H_PRI] = pri
+            p = s
+            if buf[s] == _LT:
+                q, pri = _pri(buf, s, e)
+                if q >= 0:
+                    p = q
+                    out[i, H_PRI] = pri
             out[i, H_BODY_S] = p
             out[i, H_BODY_E] = e
             out[i, H_MSG_S] = p
