@@ -1,4 +1,4 @@
-"""numba kernel for the syslog headers of a block of lines: the fields ``syslog.parse_header`` gives, as numbers and spans.
+"""numba kernel for the syslog headers of a block of lines: ``syslog.parse_header``'s fields as numbers and spans.
 
 Line i is ``buf[starts[i]:ends[i]]``; its text is that with trailing CR, LF and NUL removed, as the reference sees it
 after ``decode("latin-1").rstrip("\\r\\n\\x00")``. ``scan_headers`` returns one int64 row per line (columns named by
@@ -136,7 +136,7 @@ def _month(buf, p, e):
 
 @numba.njit(cache=True)
 def _mon_day(buf, p, e):
-    """(month, day, end) of ``[A-Z][a-z]{2} {1,2}\\d{1,2}`` at p followed by ' ' (end is at that space), end -1 if not."""
+    """(month, day, end) of ``[A-Z][a-z]{2} {1,2}\\d{1,2}`` at p followed by ' ' (end: that space), end -1 if not."""
     mon = _month(buf, p, e)
     if mon < 0:
         return 0, 0, -1
@@ -311,7 +311,7 @@ def _split_5424_rest(buf, rs, e, ms, me, out, i):
 
 @numba.njit(cache=True)
 def _four_tokens(buf, p, e):
-    """Ends of the tokens of `` (\\S+) (\\S+) (\\S+) (\\S+)`` at p (each starts after the previous end's space), or -1s."""
+    """Ends of the tokens of `` (\\S+) (\\S+) (\\S+) (\\S+)`` at p (each starts after the previous end), or -1s."""
     # \S+ followed by ' ': a shorter run leaves a non-space where the space must be, so the runs are maximal.
     if _at(buf, p, e) != _SP:
         return -1, -1, -1, -1

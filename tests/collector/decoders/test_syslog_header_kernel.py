@@ -148,7 +148,8 @@ _PID = st.sampled_from(["", "", "[123]", "[]", "[" + "9" * 32 + "]", "[" + "9" *
 _COLON = st.sampled_from([":", ": ", ":  ", "", " :"])
 _TOKEN = st.sampled_from(["-", "host", "app", "1234", "ID47", "RT_FLOW_SESSION_CREATE", "x=y", "[a]", "\"q\""])
 _SD = st.sampled_from([
-    "-", "- ", "- ", "[a b=\"c\"] ", "[a b=\"c\"]", "[a b=\"c\"]", "[a b=\"c\"] ", "[a b=\"c\\\"]d\"][e f=\"g\"]", "[x][y]", "[unterminated",
+    "-", "- ", "- ", "[a b=\"c\"] ", "[a b=\"c\"]", "[a b=\"c\"]", "[a b=\"c\"] ",
+    "[a b=\"c\\\"]d\"][e f=\"g\"]", "[x][y]", "[unterminated",
     "[a b=\"x]", "[a b=\"x\\", "[a b=\"]\"]", "[]", "[[]]", "-x", "[a]   msg", "[a b=\"q\\\\\"]",
     "[exampleSDID@32473 iut=\"3\" eventSource=\"Application\" eventID=\"1011\"]",
 ])
