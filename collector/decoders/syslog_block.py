@@ -136,6 +136,8 @@ class _MsgPlan:
     why: str = ""
     #: The message's ``when`` is only the dispatch field's equality test (so dispatch alone decides it).
     only_x: bool = False
+    #: (step, source start column, source end column) of its regex steps, for _choose_simple.
+    regex_steps: list = field(default_factory=list)
 
 
 @dataclass
@@ -160,6 +162,8 @@ class _ProfPlan:
     dispatch_field: object = None
     dispatch: dict | None = None
     others: list = field(default_factory=list)
+    #: No profile-level steps, the message chosen by a recognising group alone, regex steps only (_choose_simple).
+    simple: bool = False
 
 
 class _Tables:
@@ -391,7 +395,7 @@ class BlockCompiler:
             conds.append([c for c in parts if isinstance(c, dict)])
         fields = None
         for cs in conds:
-            names = {c["field"] for c in cs if "field" in c and set(c) <= {"field", "equals", "in"}}
+            names = {c["field"] for c in cs if "field" in c and ("equals" in c or "in" in c)}
             fields = names if fields is None else fields & names
         if not fields:
             return
@@ -401,7 +405,7 @@ class BlockCompiler:
         plan.others = []
         wants = []
         for mp, cs in zip(plan.messages, conds):
-            c = next(c for c in cs if c.get("field") == x and set(c) <= {"field", "equals", "in"})
+            c = next(c for c in cs if c.get("field") == x and ("equals" in c or "in" in c))
             want = {str(c["equals"]).lower()} if "equals" in c else {str(v).lower() for v in c["in"]}
             wants.append(want)
             # the rest of the when (other conditions) still runs through the message's compiled test
@@ -409,6 +413,10 @@ class BlockCompiler:
             mp.only_x = len(w if isinstance(w, list) else [w]) == 1 and set(c) <= {"field", "equals", "in"}
         for v in set().union(*wants):
             plan.dispatch[v] = [mp for mp, want in zip(plan.messages, wants) if v in want]
+        for mp in plan.messages:
+            mp.regex_steps = [(st, *_SOURCES[st.source]) for st in mp.steps if st.kind == "regex"]
+        plan.simple = (not plan.steps and x in plan.rec_groups and all(mp.only_x for mp in plan.messages)
+                       and all(st.kind == "regex" for mp in plan.messages for st in mp.steps))
 
     def _names_read(self, ms) -> set:
         spec = ms.spec or {}
@@ -1194,6 +1202,9 @@ class BlockPath:
                       wvals.get(id(st))) for st, wc in plan.step_when]
             dispatch = plan.dispatch
             xname = plan.dispatch_field
+            if plan.simple:
+                self._choose_simple(plan, idx, H, T, bodies, recs, plans, refl, msg_ids, roffs, chosen, regs)
+                continue
             for i in idx:
                 if badl[i]:
                     refl[i] = True
@@ -1278,6 +1289,45 @@ class BlockPath:
         _emit_block(arr, n, msg_ids, roffs, np.frombuffer(regs, np.int64) if regs else
                     np.zeros(1, np.int64), kv, cv, hdr, recv_ns, ref, c.msg_table, self.tables, *c.protocols, out)
         return self._finish(lines, T, H, plans, hosts, recs, chosen, refl, out, exporter, recv_ns, builder)
+
+    def _choose_simple(self, plan, idx, H, T, bodies, recs, plans, refl, msg_ids, roffs, chosen, regs) -> None:
+        """Pass 3 for a profile whose message is chosen by a group of its recognising regex alone and whose
+        messages extract by regex only (Cisco ASA): no fields dict, no when closures."""
+        xname = plan.dispatch_field
+        dispatch = plan.dispatch
+        BS = R_BODY_S
+        unmatched = 0
+        for i in idx:
+            m0 = recs[i]
+            v = m0.group(xname) or ""
+            if len(v) > 1 and v[0] == '"' == v[-1]:
+                v = v[1:-1]
+            cands = dispatch.get(v.lower())
+            if not cands:
+                unmatched += 1
+                plans[i] = "done"
+                continue
+            mp = cands[0]
+            row = H[i]
+            body = bodies[i]
+            start = len(regs)
+            regs.append(row[BS])
+            regs.extend(chain.from_iterable(m0.regs))
+            for st, a_, b_ in mp.regex_steps:
+                m = st.op(body if a_ == BS else T[row[a_]:row[b_]])
+                if m is None:
+                    break
+                regs.append(row[a_])
+                regs.extend(chain.from_iterable(m.regs))
+            else:
+                roffs[i] = start
+                msg_ids[i] = mp.gid
+                chosen[i] = mp
+                continue
+            del regs[start:]
+            refl[i] = True  # a message regex that does not match: the reference counts it as malformed
+        if unmatched:
+            self.parser.counters.inc("brokerwatch_syslog_unmatched_total", (plan.profile.vendor,), unmatched)
 
     def _detect_reference(self, line: bytes, exporter):
         """Pass 1 for a line the header kernel did not take: the reference's header and detection, in order."""
