@@ -592,7 +592,10 @@ _M_EMIT_OPEN = _M_SESS + MAX_SESSION_FIELDS
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True)
+# The small helpers below take arrays they only read and never make one: compiled without numba's reference
+# counting (_nrt=False), which otherwise costs an atomic increment and decrement per array per call, about half of
+# the record kernel's time (measured: 2.0-2.5 -> 1.2-1.7 us/line on ASA lines).
+@numba.njit(cache=True, _nrt=False)
 def _slot_span(i, sl, regs, roff, kv, cv, tb):
     """(present, s, e) of a named field on line i: the last provider that has it (dict-update order)."""
     b0 = tb[0]
@@ -621,7 +624,7 @@ def _slot_span(i, sl, regs, roff, kv, cv, tb):
     return False, 0, 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False)
 def _getter(i, g, buf, regs, roff, kv, cv, tb):
     """Value of getter g on line i: (status, s, e, number); status 0 none, 1 text span, 2 number, -1 undecided."""
     if g < 0:  # the message does not map this field
@@ -661,7 +664,7 @@ def _getter(i, g, buf, regs, roff, kv, cv, tb):
     return 0, 0, 0, 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False)
 def _lookup(buf, s, e, mp, tb):
     """Map mp's value for buf[s:e] compared case-insensitively; -1 when absent."""
     n = e - s
@@ -682,7 +685,7 @@ def _lookup(buf, s, e, mp, tb):
     return -1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False)
 def _mapped(i, g, mp, default, buf, regs, roff, kv, cv, tb):
     """A {field, map, default} value: (status, value); status -1 when undecided."""
     if g < 0:
@@ -696,7 +699,7 @@ def _mapped(i, g, mp, default, buf, regs, roff, kv, cv, tb):
     return 1, (default if v < 0 else v)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False)
 def _number(st, s, e, num, buf):
     """A getter's value read as str.isdigit() + int(): (status, value); 0 not digits, -1 undecided."""
     if st == 2:
