@@ -73,21 +73,64 @@ class _Sink:
             log.exception("on_rows failed; %d rows lost", len(batch))
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, sink: _Sink):
+class _UdpReader:
+    """The UDP socket read directly on readiness, up to MAX_PER_WAKEUP datagrams at a time (asyncio's datagram
+    transport hands over one per loop pass), parsed per sender as one block (the parser's block path)."""
+
+    #: Datagrams read per readiness event at most, so a flood cannot starve the TCP connections.
+    MAX_PER_WAKEUP = 512
+
+    def __init__(self, sock: socket.socket, sink: _Sink):
+        self.sock = sock
         self.sink = sink
-        self.transport = None
+        self._loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        self._loop.add_reader(sock.fileno(), self._ready)
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def _ready(self) -> None:
+        sink = self.sink
+        recv = self.sock.recvfrom
+        by_peer: dict = {}
+        n = 0
+        while n < self.MAX_PER_WAKEUP:
+            try:
+                data, addr = recv(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                sink.counters.inc("brokerwatch_syslog_listener_errors_total", ("udp_error",))
+                break
+            n += 1
+            got = by_peer.get(addr[0])
+            if got is None:
+                by_peer[addr[0]] = [data]
+            else:
+                got.append(data)
+        if not n:
+            return
+        sink.counters.inc("brokerwatch_syslog_messages_total", ("udp",), n)
+        now = time.time_ns()
+        for host, datagrams in by_peer.items():
+            # a datagram is one message, or several separated by newlines (as SyslogParser.feed_datagram)
+            lines: list[bytes] = []
+            for d in datagrams:
+                if b"\n" not in d.rstrip(b"\r\n\x00"):
+                    lines.append(d)
+                else:
+                    lines += [p for p in d.split(b"\n") if p.strip()]
+            sink.parser.feed_lines(lines, _peer_words((host,)), now, sink.builder)
+        sink.rows_added()
 
-    def datagram_received(self, data: bytes, addr) -> None:
-        self.sink.counters.inc("brokerwatch_syslog_messages_total", ("udp",))
-        self.sink.parser.feed_datagram(data, _peer_words(addr), time.time_ns(), self.sink.builder)
-        self.sink.rows_added()
+    def close(self) -> None:
+        """Stop reading, close the socket and deliver the rows collected so far."""
+        self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        self.sink.flush()
 
-    def error_received(self, exc: Exception) -> None:
-        self.sink.counters.inc("brokerwatch_syslog_listener_errors_total", ("udp_error",))
+    @property
+    def port(self) -> int:
+        """The bound UDP port."""
+        return self.sock.getsockname()[1]
 
 
 class _TcpProtocol(asyncio.Protocol):
@@ -155,22 +198,6 @@ class _TcpServer:
         return self.server.sockets[0].getsockname()[1]
 
 
-class _UdpEndpoint:
-    def __init__(self, transport, sink: _Sink):
-        self.transport = transport
-        self.sink = sink
-
-    def close(self) -> None:
-        """Stop receiving and deliver the rows collected so far."""
-        self.transport.close()
-        self.sink.flush()
-
-    @property
-    def port(self) -> int:
-        """The bound UDP port."""
-        return self.transport.get_extra_info("sockname")[1]
-
-
 def _tls_context(cert: str, key: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -202,8 +229,7 @@ async def start_syslog_listeners(host: str, udp_port: int | None, tcp_port: int 
         except OSError:
             pass
         sock.bind((host, udp_port))
-        transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(sink), sock=sock)
-        out.append(_UdpEndpoint(transport, sink))
+        out.append(_UdpReader(sock, sink))
     if tcp_port is not None:
         srv = _TcpServer(sink)
         ctx = _tls_context(tls_cert, tls_key) if tls_cert else None

@@ -137,3 +137,53 @@ def test_udp_datagrams_become_batches_without_loss():
     assert {r["destination"]["port"] for r in got} == {1883}
     assert counters.get("brokerwatch_syslog_messages_total", ("udp",)) == 500
     assert sum(len(b) for b in batches) == 500
+
+
+def test_udp_bursts_from_two_senders_are_parsed_per_sender():
+    """Many datagrams (one line each, and some with several lines) from two loopback senders, read in bursts:
+    the rows are what the parser makes of each sender's lines, with each sender as the exporter."""
+    from analytics.schema import FlowBatchBuilder, ip_to_words
+    from collector.decoders.syslog import SyslogParser
+
+    lines = [line.encode() for line in (FIXTURES / "syslog" / "pfsense.log").read_text().splitlines() if line]
+    lines = lines * 200
+    multi = b"\n".join(lines[:3]) + b"\n"
+
+    async def run() -> tuple[list[FlowBatch], Counters]:
+        batches: list[FlowBatch] = []
+        counters = Counters()
+        closers = await start_syslog_listeners("127.0.0.1", 0, None, batches.append, counters)
+        port = closers[0].port
+        senders = []
+        for src in ("127.0.0.1", "127.0.0.2"):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((src, 0))
+            senders.append(s)
+        for i, line in enumerate(lines):
+            senders[i % 2].sendto(line, ("127.0.0.1", port))
+            if i % 50 == 0:
+                await asyncio.sleep(0)  # let the reader run between bursts
+        senders[0].sendto(multi, ("127.0.0.1", port))
+        expected = len(lines) + 3
+        await _collect(batches, expected)
+        for c in closers:
+            c.close()
+        for s in senders:
+            s.close()
+        return batches, counters
+
+    batches, counters = asyncio.run(run())
+    rows = [r for b in batches for r in b.to_rows().tolist()]
+    assert counters.get("brokerwatch_syslog_messages_total", ("udp",)) == len(lines) + 1
+    assert len(rows) == len(lines) + 3
+    # the same lines through a parser one at a time give the same rows, sender by sender
+    for k, src in enumerate(("127.0.0.1", "127.0.0.2")):
+        mine = lines[k::2] + (lines[:3] if k == 0 else [])
+        parser = SyslogParser(Counters())
+        parser.block = False
+        b = FlowBatchBuilder(16)
+        for line in mine:
+            parser.feed_line(line, ip_to_words(src), 0, b)
+        exp = sorted(tuple(r)[2:] for r in b.build().to_rows().tolist())  # without the times (receive times differ)
+        got = sorted(tuple(r)[2:] for r in rows if (r[6], r[7]) == ip_to_words(src))
+        assert got == exp
