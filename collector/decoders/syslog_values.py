@@ -567,9 +567,7 @@ def _stamp_year(year, mon, day, hh, mm, ss, ns, has_off, off):
     if not (1 <= day <= dim and hh < 24 and mm < 60 and 1 <= year <= 9999):
         return 0, 0
     if ss > 60:
-        # The reference checks the seconds only when the minute is not in its _minute_cache (keyed without them),
-        # so whether it raises depends on what it saw before.
-        return -1, 0
+        return 0, 0  # the reference checks the seconds before its minute cache, so it always raises
     # Shapes no parser here makes (the reference computes them all the same): leave them to it.
     if hh < 0 or mm < 0 or ss < 0 or ns < 0 or ns >= 1_000_000_000 or (has_off != 0 and not -10**7 < off < 10**7):
         return -1, 0
