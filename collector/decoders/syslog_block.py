@@ -27,9 +27,9 @@ goes through the reference path at its place in the block, so nothing depends on
 from __future__ import annotations
 
 import re
-from array import array
 from dataclasses import dataclass, field
 from itertools import chain
+from operator import itemgetter
 
 import numba
 import numpy as np
@@ -130,6 +130,8 @@ class _MsgPlan:
     #: Per match slot (recognise, profile regex steps, message regex steps): offset in the line's regs segment.
     match_off: list = field(default_factory=list)
     regs_width: int = 0
+    #: Per match slot: a function from m.regs to the (start, end) pairs of the groups read, or None.
+    pick: list = field(default_factory=list)
     none_regs: list = field(default_factory=list)  # per match slot: the segment of a match that did not happen
     session_keyed: bool = False
     n_session: int = 0
@@ -216,6 +218,14 @@ class _Tables:
             self.map_val.append(v)
         self.map_off.append(len(self.map_val))
         return len(self.map_off) - 2
+
+
+def _picker(groups: list[int]):
+    """m.regs -> the (start, end) pairs of these groups, as a tuple (operator.itemgetter, in C)."""
+    if len(groups) == 1:
+        g = groups[0]
+        return lambda regs: (regs[g],)
+    return itemgetter(*groups)
 
 
 def _flat_alternatives(spec) -> list:
@@ -464,40 +474,37 @@ class BlockCompiler:
         mp = _MsgPlan(gid, ms, True)
         self.messages.append(mp)
         mp.steps = [_step_of(s) for s in spec.get("extract", [])]
-        # Match slots: the recognise regex, then the profile's regex steps, then the message's.
-        off = 0
-        sizes = [plan.rec_ngroups if plan.profile.recognise_re is not None else -1]
-        sizes += [st.ngroups for st in plan.steps if st.kind == "regex"]
-        sizes += [st.ngroups for st in mp.steps if st.kind == "regex"]
-        for ng in sizes:
-            mp.match_off.append(off)
-            width = 0 if ng < 0 else 1 + 2 * (ng + 1)
-            mp.none_regs.append([-1] * width)
-            off += width
-        mp.regs_width = off
+        # Match slots: the recognise regex, then the profile's regex steps, then the message's. Of each match only
+        # the groups some field reads are handed to the kernel (their spans, after the source's offset); the
+        # layout is known once every getter is compiled, so group providers are patched at the end.
+        exists = [plan.profile.recognise_re is not None]
+        exists += [True for st in plan.steps if st.kind == "regex"]
+        exists += [True for st in mp.steps if st.kind == "regex"]
         k = 1
         for st in plan.steps + mp.steps:
             if st.kind == "regex":
                 st.slot = k
                 k += 1
-        # Kv/csv steps' columns are assigned after every message is compiled; providers refer to steps, so the
-        # provider function resolves columns late through the step objects.
         steps = plan.steps + mp.steps
-        pending: list = []
+        pending: list = []  # kv/csv providers: their columns are known once the profile's steps are sized
+        groups: list = []  # group providers: (position in the provider table, match slot, group number)
 
         def providers(name):
             out = []
+            base = len(self.t.prov_kind)
             if isinstance(name, str) and name in plan.rec_groups:
-                out.append((_P_GROUP, mp.match_off[0], plan.rec_groups[name]))
+                out.append((_P_GROUP, -1, -1))
+                groups.append((base + len(out) - 1, 0, plan.rec_groups[name]))
             for st in steps:
                 if st.kind == "regex" and isinstance(name, str) and name in st.groups:
-                    out.append((_P_GROUP, mp.match_off[st.slot], st.groups[name]))
+                    out.append((_P_GROUP, -1, -1))
+                    groups.append((base + len(out) - 1, st.slot, st.groups[name]))
                 elif st.kind == "kv" and isinstance(name, str) and _KV_NAME.fullmatch(name):
                     out.append((_P_KV, -1, 0))
-                    pending.append((len(self.t.prov_kind) + len(out) - 1, st, name))
+                    pending.append((base + len(out) - 1, st, name))
                 elif st.kind == "csv" and isinstance(name, int):
                     out.append((_P_CSV, -1, 0))
-                    pending.append((len(self.t.prov_kind) + len(out) - 1, st, name))
+                    pending.append((base + len(out) - 1, st, name))
             return out
 
         c = _MsgCompiler(self.t, providers)
@@ -568,6 +575,21 @@ class BlockCompiler:
         row += [c.plain(s) for s in session]
         row += [-1] * (MAX_SESSION_FIELDS - len(session))
         row.append(1 if plan.profile.emit_open else 0)
+        # The regs layout: per match slot that exists, [source offset, (start, end) of each group read], in the
+        # order of mp.pick (the groups, sorted); a slot no field reads takes no room.
+        off = 0
+        for j, ok in enumerate(exists):
+            needed = sorted({g for _, jj, g in groups if jj == j}) if ok else []
+            mp.match_off.append(off if needed else -1)
+            mp.pick.append(_picker(needed) if needed else None)
+            width = 1 + 2 * len(needed) if needed else 0
+            mp.none_regs.append([-1] * width)
+            off += width
+            for at, jj, g in groups:
+                if jj == j:
+                    self.t.prov_a[at] = mp.match_off[j]
+                    self.t.prov_b[at] = needed.index(g)
+        mp.regs_width = off
         # Resolve kv/csv provider columns once the steps are sized (after the whole profile is compiled).
         self._pending += [(plan, at, st, name) for at, st, name in pending]
         t.msg_rows.append(row)
@@ -1193,7 +1215,7 @@ class BlockPath:
         # -- pass 3: message choice and regex steps, per line
         msg_ids = [-1] * n
         roffs = [0] * n
-        regs = array("q")  # the match spans, appended in C (chain over m.regs) and read by numba without a copy
+        regs: list[int] = []  # the spans of the groups the fields read (a list: extending it from chain is fastest)
         chosen: list = [None] * n
         refl = [False] * n  # detected, but the rest of the line is for the reference path
         counters = P.counters
@@ -1278,18 +1300,21 @@ class BlockPath:
                 chosen[i] = mp
                 none_regs = mp.none_regs
                 for j, (m, base) in enumerate(matches):
+                    pick = mp.pick[j]
+                    if pick is None:
+                        continue
                     if m is None:
-                        regs.extend(none_regs[j])
+                        regs += none_regs[j]
                     else:
                         regs.append(base)
-                        regs.extend(chain.from_iterable(m.regs))
+                        regs += chain.from_iterable(pick(m.regs))
         msg_ids = np.asarray(msg_ids, np.int64)
         roffs = np.asarray(roffs, np.int64)
         # -- pass 4: the records
         out = np.empty((n, _O_WIDTH), np.int64)
         self._msg_ids = msg_ids
         ref = recv_ns or P.reference_ns
-        _emit_block(arr, n, msg_ids, roffs, np.frombuffer(regs, np.int64) if regs else
+        _emit_block(arr, n, msg_ids, roffs, np.array(regs, np.int64) if regs else
                     np.zeros(1, np.int64), kv, cv, hdr, recv_ns, ref, c.msg_table, self.tables, *c.protocols, out)
         return self._finish(lines, T, H, plans, hosts, recs, chosen, refl, out, exporter, recv_ns, builder)
 
@@ -1314,14 +1339,18 @@ class BlockPath:
             row = H[i]
             body = bodies[i]
             start = len(regs)
-            regs.append(row[BS])
-            regs.extend(chain.from_iterable(m0.regs))
+            pick = mp.pick[0]
+            if pick is not None:
+                regs.append(row[BS])
+                regs += chain.from_iterable(pick(m0.regs))
             for st, a_, b_ in mp.regex_steps:
                 m = st.op(body if a_ == BS else T[row[a_]:row[b_]])
                 if m is None:
                     break
-                regs.append(row[a_])
-                regs.extend(chain.from_iterable(m.regs))
+                pick = mp.pick[st.slot]
+                if pick is not None:
+                    regs.append(row[a_])
+                    regs += chain.from_iterable(pick(m.regs))
             else:
                 roffs[i] = start
                 msg_ids[i] = mp.gid
