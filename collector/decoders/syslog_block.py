@@ -27,6 +27,7 @@ goes through the reference path at its place in the block, so nothing depends on
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import itemgetter
@@ -1396,6 +1397,10 @@ class BlockPath:
         pending = self._pending = {}  # slot -> line of this block whose start it holds
         self._out = out
         tally: dict = {}
+        held_v: list[str] = []  # per session start held, end alone, end joined: the vendor (counted at the end)
+        alone_v: list[str] = []
+        joined_v: list[str] = []
+        free = self.free
         closes: list[int] = []
         sources: list[int] = []
         # Flow records the kernel finished need nothing more here: only the other lines are walked, and each
@@ -1455,50 +1460,55 @@ class BlockPath:
             if kind == 1:  # open
                 if profile.emit_open:
                     take.append(i)
-                    made[profile.label] = made.get(profile.label, 0) + 1
                     continue
                 old = sessions.pop(key, None)
                 if old.__class__ is int:
-                    self._free(old)
-                slot = self._alloc()
+                    pending.pop(old, None)
+                    free.append(old)
+                slot = free.pop() if free else self._alloc()
                 pending[slot] = i
                 sessions[key] = slot
                 if len(sessions) > max_sessions:
                     (_k, _old) = sessions.popitem(last=False)
                     if _old.__class__ is int:
-                        self._free(_old)
+                        pending.pop(_old, None)
+                        free.append(_old)
                     tally[(_k[2], "start_evicted_without_end")] = tally.get((_k[2], "start_evicted_without_end"), 0) + 1
-                tally[(vendor, "start_held")] = tally.get((vendor, "start_held"), 0) + 1
+                held_v.append(vendor)
                 continue
             opened = sessions.pop(key, None) if mp.session_keyed else None
             if opened is None:
-                tally[(vendor, "end_without_start")] = tally.get((vendor, "end_without_start"), 0) + 1
+                alone_v.append(vendor)
                 closes.append(i)
                 sources.append(-1)
             elif opened.__class__ is int:
-                tally[(vendor, "joined")] = tally.get((vendor, "joined"), 0) + 1
+                joined_v.append(vendor)
                 closes.append(i)
                 line = pending.pop(opened, None)
                 # a start of this block is read from out, an earlier one from held (-2 - slot)
                 sources.append(line if line is not None else -2 - opened)
-                self._free(opened)
+                free.append(opened)
             else:  # held by the reference path: joined there
                 k = len(rows)
                 P._close(self._record(out[i].tolist()), opened, profile, exporter)
                 take += range(-1 - k, -1 - len(rows), -1)
                 continue
             take.append(i)
-            made[profile.label] = made.get(profile.label, 0) + 1
         if len(take) > mark:
             take_line += [prev] * (len(take) - mark)
         ff = np.flatnonzero(fast)
-        if len(ff):
-            for gid, k in enumerate(np.bincount(msg_ids[ff], minlength=len(self.msg_label)).tolist()):
+        ta = np.asarray(take, np.int64)
+        kernel_rows = np.concatenate([ff, ta[ta >= 0]])  # the Python rows were counted by SyslogParser._row
+        if len(kernel_rows):
+            for gid, k in enumerate(np.bincount(msg_ids[kernel_rows], minlength=len(self.msg_label)).tolist()):
                 if k:
                     label = self.msg_label[gid]
                     made[label] = made.get(label, 0) + k
+        for v, what in ((held_v, "start_held"), (alone_v, "end_without_start"), (joined_v, "joined")):
+            for vendor, k in Counter(v).items():
+                tally[(vendor, what)] = tally.get((vendor, what), 0) + k
         if take:
-            tv = np.concatenate([ff, np.asarray(take, np.int64)])
+            tv = np.concatenate([ff, ta])
             order = np.argsort(np.concatenate([ff, np.asarray(take_line, np.int64)]), kind="stable")
             take = tv[order]
         else:
@@ -1517,12 +1527,13 @@ class BlockPath:
     # -- held session starts ---------------------------------------------------------------------------------
 
     def _alloc(self) -> int:
+        """A free slot, the held table doubled when there is none (the free list object is kept)."""
         if not self.free:
             old = len(self.held)
             grown = np.empty((2 * old, _O_WIDTH), np.int64)
             grown[:old] = self.held
             self.held = grown
-            self.free = list(range(2 * old - 1, old - 1, -1))
+            self.free.extend(range(2 * old - 1, old - 1, -1))
         return self.free.pop()
 
     def _free(self, slot: int) -> None:

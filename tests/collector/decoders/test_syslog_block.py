@@ -37,10 +37,10 @@ FILES = _files()
 LINES = [line for p in FILES for line in p.read_bytes().splitlines() if line.strip()]
 
 
-def _run(lines: list, block: int | None, recv_ns: int = REF):
+def _run(lines: list, block: int | None, recv_ns: int = REF, max_sessions: int = S.MAX_OPEN_SESSIONS):
     """(rows, counters, open session keys) of lines fed one at a time (block None) or in blocks of that size."""
     counters = Counters()
-    parser = S.SyslogParser(counters, profiles=PROFILES, reference_ns=REF)
+    parser = S.SyslogParser(counters, profiles=PROFILES, reference_ns=REF, max_sessions=max_sessions)
     b = FlowBatchBuilder(16)
     if block is None:
         parser.block = False
@@ -51,9 +51,9 @@ def _run(lines: list, block: int | None, recv_ns: int = REF):
     return b.build().to_rows(), counters.snapshot(), list(parser._sessions)
 
 
-def _same(lines: list, block: int, recv_ns: int = REF) -> None:
-    rows_a, counters_a, sessions_a = _run(lines, None, recv_ns)
-    rows_b, counters_b, sessions_b = _run(lines, block, recv_ns)
+def _same(lines: list, block: int, recv_ns: int = REF, max_sessions: int = S.MAX_OPEN_SESSIONS) -> None:
+    rows_a, counters_a, sessions_a = _run(lines, None, recv_ns, max_sessions)
+    rows_b, counters_b, sessions_b = _run(lines, block, recv_ns, max_sessions)
     assert len(rows_a) == len(rows_b)
     for i, (a, b) in enumerate(zip(rows_a.tolist(), rows_b.tolist())):
         assert a == b, f"row {i}: {a} != {b}"
@@ -190,3 +190,18 @@ def test_empty_and_tiny_blocks():
     assert parser.feed_lines([b"", b"", b"", b"", b""], EXPORTER, REF, b) == 0
     assert len(b) == 0
     assert np.array_equal(_run(LINES[:3], 4)[0], _run(LINES[:3], None)[0])
+
+
+@pytest.mark.parametrize("max_sessions", [1, 2, 5])
+def test_a_full_session_table_evicts_the_oldest_start_in_both_paths(max_sessions):
+    """Starts beyond the table's size evict the oldest (counted); held slots are freed and reused."""
+    asa = [line for line in (FIXTURES / "syslog" / "asa_beacon_world.log").read_bytes().splitlines() if line]
+    mixed = [line + b"\t" if i % 7 == 0 else line for i, line in enumerate(asa)]  # some through the reference
+    for block in (4, 33, 600):
+        _same(asa, block, max_sessions=max_sessions)
+        _same(mixed, block, max_sessions=max_sessions)
+    _, counters, sessions = _run(asa, 64, max_sessions=max_sessions)
+    assert len(sessions) <= max_sessions
+    evicted = counters["brokerwatch_syslog_sessions_total"].get(("cisco_asa", "start_evicted_without_end"), 0)
+    if max_sessions == 1:  # the fixture's connections overlap: a table of one must evict
+        assert evicted > 0
