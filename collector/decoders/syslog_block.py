@@ -141,6 +141,7 @@ class _MsgPlan:
     only_x: bool = False
     #: (step, source start column, source end column) of its regex steps, for _choose_simple.
     regex_steps: list = field(default_factory=list)
+    profile: object = None
 
 
 @dataclass
@@ -472,7 +473,7 @@ class BlockCompiler:
     def _message(self, plan: _ProfPlan, ms) -> _MsgPlan:
         spec = ms.spec or {}
         gid = len(self.messages)
-        mp = _MsgPlan(gid, ms, True)
+        mp = _MsgPlan(gid, ms, True, profile=plan.profile)
         self.messages.append(mp)
         mp.steps = [_step_of(s) for s in spec.get("extract", [])]
         # Match slots: the recognise regex, then the profile's regex steps, then the message's. Of each match only
@@ -1138,11 +1139,12 @@ class BlockPath:
         by_profile = c.by_profile
         groups: dict[int, list[int]] = {}
         BS, BE, HS, HE = R_BODY_S, R_BODY_E, R_HOST_S, R_HOST_E
+        okl = ((hdr[:, hk.H_OK] == 1) & (lens <= max_line)).tolist()
         for i in range(n):
-            row = H[i]
-            if not row[0] or len(lines[i]) > max_line:
+            if not okl[i]:
                 plans[i] = self._detect_reference(lines[i], exporter)
                 continue
+            row = H[i]
             body = T[row[BS]:row[BE]]
             host = T[row[HS]:row[HE]]
             key = (exporter, host)
@@ -1415,34 +1417,34 @@ class BlockPath:
                 take_line += [prev] * (len(take) - mark)
                 mark = len(take)
             prev = i
-            plan = plans[i]
-            if plan is None or plan == "done":
-                continue
-            if plan == "unknown":
-                P.counters.inc("brokerwatch_syslog_unmatched_total", ("unknown",))
-                P._reject("syslog", "unmatched")
-                continue
-            if plan.__class__ is tuple:
-                self.reference_lines += 1
-                p, h, f, text = plan
-                k = len(rows)
-                try:
-                    P._parse_with(p, h, f, text, exporter, recv_ns)
-                except Exception as exc:  # noqa: BLE001 - as SyslogParser._line
-                    P._reject("syslog", "malformed", repr(exc))
-                take += range(-1 - k, -1 - len(rows), -1)
-                continue
             mp = chosen[i]
             status = status_l[i]
-            if refl[i] or mp is None or status < 0:
-                self.reference_lines += 1
-                self._reference(plan.profile, lines[i], recs[i], exporter, recv_ns, take)
-                continue
-            profile = plan.profile
-            if status > 0:
+            if mp is None or status != 0 or refl[i]:
+                plan = plans[i]
+                if plan is None or plan == "done":
+                    continue
+                if plan == "unknown":
+                    P.counters.inc("brokerwatch_syslog_unmatched_total", ("unknown",))
+                    P._reject("syslog", "unmatched")
+                    continue
+                if plan.__class__ is tuple:
+                    self.reference_lines += 1
+                    p, h, f, text = plan
+                    k = len(rows)
+                    try:
+                        P._parse_with(p, h, f, text, exporter, recv_ns)
+                    except Exception as exc:  # noqa: BLE001 - as SyslogParser._line
+                        P._reject("syslog", "malformed", repr(exc))
+                    take += range(-1 - k, -1 - len(rows), -1)
+                    continue
+                if refl[i] or mp is None or status < 0:
+                    self.reference_lines += 1
+                    self._reference(plan.profile, lines[i], recs[i], exporter, recv_ns, take)
+                    continue
                 row = H[i]
-                P._reject(profile.label[0], REASONS[status], T[row[R_TEXT_S]:row[R_TEXT_E]])
+                P._reject(plan.profile.label[0], REASONS[status], T[row[R_TEXT_S]:row[R_TEXT_E]])
                 continue
+            profile = mp.profile
             kind = kind_l[i]
             # A session start or end: starts are held as rows of self.held (the session table maps the key to
             # the slot); ends are joined with their start after the loop, in numpy (_join).
