@@ -68,7 +68,7 @@ def calibration_ms() -> float:
 #: Lines per feed_lines call (what one TCP read of a busy sender frames, about 64 KiB).
 BLOCK = 512
 #: Each loop runs this many times and the fastest counts (other work on a shared machine only ever slows a run).
-REPEAT = 3
+REPEAT = 5
 
 
 def bench_profile(profile: str, n: int) -> tuple[float, float, int, float]:
