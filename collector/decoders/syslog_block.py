@@ -731,6 +731,22 @@ def _number(st, s, e, num, buf):
     return uint_span(buf, s, e)
 
 
+@numba.njit(cache=True, _nrt=False)
+def _count(i, g, buf, regs, roff, kv, cv, tb):
+    """A counter field (bytes, packets): (0 absent, 1 a value, 2 not a number, -1 undecided), value."""
+    st, s, e, num = _getter(i, g, buf, regs, roff, kv, cv, tb)
+    if st < 0:
+        return -1, 0
+    if st == 0:
+        return 0, 0
+    a, v = _number(st, s, e, num, buf)
+    if a < 0:
+        return -1, 0
+    if a == 0:
+        return 2, 0
+    return 1, v
+
+
 @numba.njit(cache=True)
 def _time(i, grp, ref, buf, scratch, regs, roff, kv, cv, tb):
     """SyslogParser._time over a candidate list: (status, ns); status 0 when none parses, -1 undecided."""
@@ -851,32 +867,24 @@ def _emit_block(buf, n, msg_ids, roffs, regs, kv, cv, hdr, recv_ns, ref, msg_tab
         else:
             flags |= FLAG_NO_PORTS
         # counters
-        nbytes = 0
         npackets = 0
-        st, s, e, num = _getter(i, row[5], buf, regs, roff, kv, cv, tb)
-        if st < 0:
+        a, nbytes = _count(i, row[5], buf, regs, roff, kv, cv, tb)
+        if a < 0:
             continue
-        if st == 0:
+        if a == 2:
+            o[0] = 4
+            continue
+        if a == 0:
             flags |= FLAG_NO_COUNTERS
         else:
-            a, nbytes = _number(st, s, e, num, buf)
+            a, npackets = _count(i, row[6], buf, regs, roff, kv, cv, tb)
             if a < 0:
                 continue
-            if a == 0:
+            if a == 2:
                 o[0] = 4
                 continue
-            st, s, e, num = _getter(i, row[6], buf, regs, roff, kv, cv, tb)
-            if st < 0:
-                continue
-            if st == 0:
-                flags |= FLAG_NO_PACKETS
-            else:
-                a, npackets = _number(st, s, e, num, buf)
-                if a < 0:
-                    continue
-                if a == 0:
-                    o[0] = 4
-                    continue
+            if a == 0:
+                flags |= FLAG_NO_PACKETS  # bytes known, packets not
         # interfaces: numeric ids only
         in_if = 0
         out_if = 0
