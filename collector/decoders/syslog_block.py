@@ -1503,10 +1503,10 @@ class BlockPath:
                 P._close(self._record(out[i].tolist()), opened, profile, exporter)
                 take += range(-1 - k, -1 - len(rows), -1)
                 continue
-            take.append(i)
         if len(take) > mark:
             take_line += [prev] * (len(take) - mark)
-        ff = np.flatnonzero(fast)
+        # kernel rows: the flows, the session ends (joined or not), the starts a profile emits
+        ff = np.concatenate([np.flatnonzero(fast), np.asarray(closes, np.int64)])
         ta = np.asarray(take, np.int64)
         kernel_rows = np.concatenate([ff, ta[ta >= 0]])  # the Python rows were counted by SyslogParser._row
         if len(kernel_rows):
@@ -1522,7 +1522,7 @@ class BlockPath:
             order = np.argsort(np.concatenate([ff, np.asarray(take_line, np.int64)]), kind="stable")
             take = tv[order]
         else:
-            take = ff
+            take = np.sort(ff)
         self.kernel_lines += len(plans) - (self.reference_lines - before)
         if closes:
             self._join(out, closes, sources)
