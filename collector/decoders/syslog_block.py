@@ -1146,6 +1146,8 @@ class BlockPath:
         recognisers = self.recognisers
         by_profile = c.by_profile
         groups: dict[int, list[int]] = {}
+        # per sender key: (its last profile, that profile's recogniser, plan, and list of lines in groups)
+        memo: dict = {}
         BS, BE, HS, HE = R_BODY_S, R_BODY_E, R_HOST_S, R_HOST_E
         okl = ((hdr[:, hk.H_OK] == 1) & (lens <= max_line)).tolist()
         for i in range(n):
@@ -1159,9 +1161,20 @@ class BlockPath:
             last = lp_get(key)
             found = None
             if last is not None:
-                m = recognisers[id(last)](body, T, row)
+                ent = memo.get(key)
+                if ent is None or ent[0] is not last:
+                    plan = by_profile[id(last)]
+                    ent = memo[key] = (last, recognisers[id(last)], plan,
+                                       groups.setdefault(id(plan), []) if plan.fast else None)
+                m = ent[1](body, T, row)
                 if m is not None:
-                    found = last
+                    bodies[i] = body
+                    hosts[i] = host
+                    recs[i] = m if m is not True else None
+                    plans[i] = ent[2]
+                    if ent[3] is not None:
+                        ent[3].append(i)
+                    continue
             if found is None:
                 for p, recog in self.recognise_order:
                     if p is not last:
@@ -1220,6 +1233,8 @@ class BlockPath:
         # the spans of the kv/csv values that ``when`` tests read, as Python lists (one tolist per step)
         wvals = {}
         for plan_key, idx in groups.items():
+            if not idx:
+                continue
             for st, wc in plans[idx[0]].step_when:
                 if st.kind != "regex" and wc:
                     wvals[id(st)] = (kv if st.kind == "kv" else cv)[:, [col for _, col in wc]].tolist()
@@ -1231,6 +1246,8 @@ class BlockPath:
         refl = [False] * n  # detected, but the rest of the line is for the reference path
         counters = P.counters
         for plan_key, idx in groups.items():
+            if not idx:
+                continue
             plan = plans[idx[0]]
             rec_when = plan.rec_when
             # (step, source columns, when-names, their value spans per line or None)
