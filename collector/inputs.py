@@ -116,11 +116,27 @@ class OfflineSource:
         mtime = os.stat(path).st_mtime_ns
         parser.reference_ns = mtime
         with open(path, "rb") as f:
+            lines = _bounded_lines(f, parser.max_line)
             while True:
                 # blocks of lines: the parser's block path (numba kernels) takes them many at a time
-                block = list(islice(f, 1024))
+                block = list(islice(lines, 1024))
                 if not block:
                     break
                 parser.feed_lines(block, (0, 0), mtime, self._builder)
                 if len(self._builder) >= self.batch_rows:
                     yield self._flush()
+
+
+def _bounded_lines(f, limit: int) -> Iterator[bytes]:
+    """The lines of a binary file, each read up to limit + 1 bytes: a longer line is handed on cut (the parser
+    counts it as oversized) and the rest of it skipped, so one endless line never sits in memory whole."""
+    while True:
+        line = f.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            while True:  # skip to the end of this line
+                rest = f.readline(1 << 16)
+                if not rest or rest.endswith(b"\n"):
+                    break
+        yield line

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from collector.cli import main
+from tests.conftest import FIXTURES
 from tests.collector.decoders.test_netflow_v5 import REC, v5_datagram
 
 
@@ -92,3 +93,18 @@ def test_console_script_runs(tmp_path):
     result = subprocess.run(exe + ["decode", "--count", str(d1)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["records"] == {"netflow.v5": 1}
+
+
+def test_decode_cuts_an_endless_syslog_line_and_reads_on(tmp_path):
+    """A 5 MB line without a newline in a syslog file is cut, counted as oversized, and the next line still decodes."""
+    from collector.inputs import _bounded_lines
+
+    good = (FIXTURES / "syslog" / "pfsense.log").read_bytes().splitlines()[1]
+    path = tmp_path / "long.log"
+    path.write_bytes(b"<134>" + b"x" * 5_000_000 + b"\n" + good + b"\n")
+    with open(path, "rb") as f:
+        lines = list(_bounded_lines(f, 16384))
+    assert [len(line) for line in lines] == [16385, len(good) + 1]
+    out = subprocess.run([sys.executable, "-m", "collector.cli", "decode", "--count", str(path)], capture_output=True,
+                         text=True, check=True, timeout=120)
+    assert json.loads(out.stdout)["records"] == {"syslog.pfsense": 1}
