@@ -1326,6 +1326,8 @@ class BlockPath:
                 roffs[i] = len(regs)
                 msg_ids[i] = mp.gid
                 chosen[i] = mp
+                if not mp.regs_width:  # no field reads a regex group (csv and kv profiles)
+                    continue
                 none_regs = mp.none_regs
                 for j, (m, base) in enumerate(matches):
                     pick = mp.pick[j]
