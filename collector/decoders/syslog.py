@@ -82,6 +82,8 @@ PROFILE_DIR = Path(__file__).resolve().parents[2] / "device_profiles"
 NOT_SYSLOG_PROFILES = frozenset({"ipfix_elements.yaml"})
 #: Longest message parsed; longer ones are cut to this and counted (``brokerwatch_syslog_oversized_total``).
 MAX_LINE = 16384
+#: Fewer lines than this go one at a time even through feed_lines (the block path's fixed cost is not worth it).
+BLOCK_MIN_LINES = 4
 #: Open sessions (start seen, end not yet) held per parser before the oldest is evicted and counted.
 MAX_OPEN_SESSIONS = 65536
 _I64_MIN, _I64_MAX, _U64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
@@ -1109,7 +1111,7 @@ class SyslogParser:
         enough of them: the same rows, counters and sessions as one line at a time."""
         if not isinstance(lines, list):
             lines = list(lines)
-        if self.block and len(lines) >= 4 and not self.timezones:
+        if self.block and len(lines) >= BLOCK_MIN_LINES and not self.timezones:
             if self._block is None:
                 from collector.decoders.syslog_block import BlockPath
 

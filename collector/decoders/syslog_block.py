@@ -44,7 +44,7 @@ from analytics.schema import (
     FLOW_DTYPE,
 )
 from collector.decoders import syslog_header_kernel as hk
-from collector.decoders.syslog import RejectLine, _Record, _update_groups, parse_header
+from collector.decoders.syslog import _Record, _update_groups, parse_header
 from collector.decoders.syslog_header_kernel import scan_headers
 from collector.decoders.syslog_tokens import csv_spans, kv_spans, pack_keys
 from collector.decoders.syslog_values import (
@@ -60,15 +60,11 @@ from collector.decoders.syslog_values import (
     ymd_span,
 )
 
-#: Blocks shorter than this go line by line (the kernels' fixed cost is not worth it).
-MIN_BLOCK = 4
-
 # Provider kinds: where a named field's value may come from on a line.
 _P_GROUP, _P_KV, _P_CSV = 0, 1, 2
 # Getter alternative kinds.
 _A_CONST, _A_SLOT, _A_SUM = 0, 1, 2
-# Targets read through one getter each (column of _MsgTables.target).
-_T_SRC, _T_DST, _T_PROTO, _T_SPORT, _T_DPORT, _T_BYTES, _T_PACKETS, _T_IN, _T_OUT, _T_DURATION = range(10)
+# Targets read through one getter each, in the order of a message row's first columns (_M_SRC ...).
 _TARGETS = ("src_ip", "dst_ip", "proto", "src_port", "dst_port", "bytes", "packets", "in_if", "out_if", "duration")
 _TIME_GROUPS = ("start", "end", "time")
 _TIME_CODES = {"ymd_hms": 0, "clf": 1, "bsd": 2, "epoch": 3}
@@ -77,14 +73,12 @@ _KIND_CODES = {"flow": 0, "open": 1, "close": 2}
 _KINDS = ("flow", "open", "close")
 # Rejection reasons (status codes > 0 of the kernel), as the reference names them.
 REASONS = ("", "bad_address", "bad_protocol", "bad_port", "bad_counter", "bad_duration")
-_ST_FALLBACK = -1
 # Output columns of _emit_block (int64 array).
 (_O_STATUS, _O_KIND, _O_ORIENTED, _O_HASDUR, _O_START, _O_END, _O_SRC_HI, _O_SRC_LO, _O_DST_HI, _O_DST_LO,
  _O_SPORT, _O_DPORT, _O_PROTO, _O_BYTES, _O_PACKETS, _O_APP, _O_ACTION, _O_IN, _O_OUT, _O_FLAGS) = range(20)
 _O_SESSION = 20  # then (s, e) per session field, up to MAX_SESSION_FIELDS
 MAX_SESSION_FIELDS = 4
 _O_WIDTH = _O_SESSION + 2 * MAX_SESSION_FIELDS
-_PORT_PROTOCOLS = (6, 17, 33, 132, 136)
 _KV_NAME = re.compile(r"[A-Za-z_][\w.\-]*")
 
 
@@ -576,7 +570,6 @@ class BlockCompiler:
         row.append(len(session))
         row += [c.plain(s) for s in session]
         row += [-1] * (MAX_SESSION_FIELDS - len(session))
-        row.append(1 if plan.profile.emit_open else 0)
         # The regs layout: per match slot that exists, [source offset, (start, end) of each group read], in the
         # order of mp.pick (the groups, sorted); a slot no field reads takes no room.
         off = 0
@@ -608,7 +601,6 @@ class BlockCompiler:
 (_M_SRC, _M_DST, _M_PROTO, _M_SPORT, _M_DPORT, _M_BYTES, _M_PACKETS, _M_IN, _M_OUT, _M_DUR, _M_DURFMT, _M_APPS,
  _M_APPMAP, _M_ACT_G, _M_ACT_MAP, _M_ACT_DEF, _M_KIND_G, _M_KIND_MAP, _M_KIND_DEF, _M_SWAP_G, _M_SWAP_MAP,
  _M_ORIENT_PORT, _M_T_START, _M_T_END, _M_T_TIME, _M_NSESS, _M_SESS) = range(27)
-_M_EMIT_OPEN = _M_SESS + MAX_SESSION_FIELDS
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -811,48 +803,48 @@ def _emit_block(buf, n, msg_ids, roffs, regs, kv, cv, hdr, recv_ns, ref, msg_tab
         m = msg_ids[i]
         o = out[i]
         if m < 0:
-            o[0] = -1
+            o[_O_STATUS] = -1
             continue
         row = msg_table[m]
         roff = roffs[i]
-        o[0] = -1
+        o[_O_STATUS] = -1
         # kind
-        st, kind = _mapped(i, row[16], row[17], row[18], buf, regs, roff, kv, cv, tb)
+        st, kind = _mapped(i, row[_M_KIND_G], row[_M_KIND_MAP], row[_M_KIND_DEF], buf, regs, roff, kv, cv, tb)
         if st < 0:
             continue
         # addresses
-        st, s, e, num = _getter(i, row[0], buf, regs, roff, kv, cv, tb)
+        st, s, e, num = _getter(i, row[_M_SRC], buf, regs, roff, kv, cv, tb)
         if st < 0 or st == 2:
             continue
         ss_, sh, sl = ip_span(buf, s, e)  # "" (absent) is not an address, as in the reference
-        st, s, e, num = _getter(i, row[1], buf, regs, roff, kv, cv, tb)
+        st, s, e, num = _getter(i, row[_M_DST], buf, regs, roff, kv, cv, tb)
         if st < 0 or st == 2:
             continue
         ds_, dh, dl = ip_span(buf, s, e)
         if ss_ < 0 or ds_ < 0:
             continue
         if ss_ == 0 or ds_ == 0:
-            o[0] = 1
+            o[_O_STATUS] = 1
             continue
         # protocol
-        st, s, e, num = _getter(i, row[2], buf, regs, roff, kv, cv, tb)
+        st, s, e, num = _getter(i, row[_M_PROTO], buf, regs, roff, kv, cv, tb)
         if st < 0 or st == 2:
             continue
         if st == 0:
-            o[0] = 2
+            o[_O_STATUS] = 2
             continue
         ps, proto = proto_span(buf, s, e, pn_buf, pn_off, pn_num)
         if ps < 0:
             continue
         if ps == 0:
-            o[0] = 2
+            o[_O_STATUS] = 2
             continue
         flags = 0
         sport = 0
         dport = 0
         if proto == 6 or proto == 17 or proto == 33 or proto == 132 or proto == 136:
-            st1, s1, e1, n1 = _getter(i, row[3], buf, regs, roff, kv, cv, tb)
-            st2, s2, e2, n2 = _getter(i, row[4], buf, regs, roff, kv, cv, tb)
+            st1, s1, e1, n1 = _getter(i, row[_M_SPORT], buf, regs, roff, kv, cv, tb)
+            st2, s2, e2, n2 = _getter(i, row[_M_DPORT], buf, regs, roff, kv, cv, tb)
             if st1 < 0 or st2 < 0:
                 continue
             if st1 == 0 or st2 == 0:
@@ -862,34 +854,34 @@ def _emit_block(buf, n, msg_ids, roffs, regs, kv, cv, hdr, recv_ns, ref, msg_tab
                 a2, dport = _number(st2, s2, e2, n2, buf)
                 # not digits, or more digits than fit (-1): either way the reference rejects the port
                 if a1 != 1 or a2 != 1 or sport > 65535 or dport > 65535:
-                    o[0] = 3
+                    o[_O_STATUS] = 3
                     continue
         else:
             flags |= FLAG_NO_PORTS
         # counters
         npackets = 0
-        a, nbytes = _count(i, row[5], buf, regs, roff, kv, cv, tb)
+        a, nbytes = _count(i, row[_M_BYTES], buf, regs, roff, kv, cv, tb)
         if a < 0:
             continue
         if a == 2:
-            o[0] = 4
+            o[_O_STATUS] = 4
             continue
         if a == 0:
             flags |= FLAG_NO_COUNTERS
         else:
-            a, npackets = _count(i, row[6], buf, regs, roff, kv, cv, tb)
+            a, npackets = _count(i, row[_M_PACKETS], buf, regs, roff, kv, cv, tb)
             if a < 0:
                 continue
             if a == 2:
-                o[0] = 4
+                o[_O_STATUS] = 4
                 continue
             if a == 0:
                 flags |= FLAG_NO_PACKETS  # bytes known, packets not
         # interfaces: numeric ids only
         in_if = 0
         out_if = 0
-        st1, s1, e1, n1 = _getter(i, row[7], buf, regs, roff, kv, cv, tb)
-        st2, s2, e2, n2 = _getter(i, row[8], buf, regs, roff, kv, cv, tb)
+        st1, s1, e1, n1 = _getter(i, row[_M_IN], buf, regs, roff, kv, cv, tb)
+        st2, s2, e2, n2 = _getter(i, row[_M_OUT], buf, regs, roff, kv, cv, tb)
         if st1 < 0 or st2 < 0:
             continue
         good = False
@@ -905,35 +897,35 @@ def _emit_block(buf, n, msg_ids, roffs, regs, kv, cv, hdr, recv_ns, ref, msg_tab
         # application id
         app = 0
         undecided = False
-        for q in range(tb[tb[16] + row[11]], tb[tb[16] + row[11] + 1]):
+        for q in range(tb[tb[16] + row[_M_APPS]], tb[tb[16] + row[_M_APPS] + 1]):
             st, s, e, num = _getter(i, tb[tb[17] + q], buf, regs, roff, kv, cv, tb)
             if st < 0 or st == 2:
                 undecided = True
                 break
             if st == 1:
-                v = _lookup(buf, s, e, row[12], tb)
+                v = _lookup(buf, s, e, row[_M_APPMAP], tb)
                 if v > 0:
                     app = v
                     break
         if undecided:
             continue
         # action
-        st, action = _mapped(i, row[13], row[14], row[15], buf, regs, roff, kv, cv, tb)
+        st, action = _mapped(i, row[_M_ACT_G], row[_M_ACT_MAP], row[_M_ACT_DEF], buf, regs, roff, kv, cv, tb)
         if st < 0:
             continue
         # duration
         has_dur = False
         duration = 0
-        if row[9] >= 0:
-            st, s, e, num = _getter(i, row[9], buf, regs, roff, kv, cv, tb)
+        if row[_M_DUR] >= 0:
+            st, s, e, num = _getter(i, row[_M_DUR], buf, regs, roff, kv, cv, tb)
             if st < 0 or st == 2:
                 continue
             if st == 1:
-                a, duration = duration_span(buf, s, e, row[10])
+                a, duration = duration_span(buf, s, e, row[_M_DURFMT])
                 if a < 0:
                     continue
                 if a == 0:
-                    o[0] = 5
+                    o[_O_STATUS] = 5
                     continue
                 has_dur = True
         # times
@@ -941,13 +933,13 @@ def _emit_block(buf, n, msg_ids, roffs, regs, kv, cv, hdr, recv_ns, ref, msg_tab
         start = 0
         has_end = False
         end = 0
-        a, v = _time(i, row[22], ref, buf, scratch, regs, roff, kv, cv, tb)
+        a, v = _time(i, row[_M_T_START], ref, buf, scratch, regs, roff, kv, cv, tb)
         if a < 0:
             continue
         if a == 1:
             has_start = True
             start = v
-        a, v = _time(i, row[23], ref, buf, scratch, regs, roff, kv, cv, tb)
+        a, v = _time(i, row[_M_T_END], ref, buf, scratch, regs, roff, kv, cv, tb)
         if a < 0:
             continue
         if a == 1:
@@ -959,7 +951,7 @@ def _emit_block(buf, n, msg_ids, roffs, regs, kv, cv, hdr, recv_ns, ref, msg_tab
             has_end = True
             end = start + duration
         if not has_end:
-            a, v = _time(i, row[24], ref, buf, scratch, regs, roff, kv, cv, tb)
+            a, v = _time(i, row[_M_T_TIME], ref, buf, scratch, regs, roff, kv, cv, tb)
             if a < 0:
                 continue
             if a == 1:
@@ -985,49 +977,49 @@ def _emit_block(buf, n, msg_ids, roffs, regs, kv, cv, hdr, recv_ns, ref, msg_tab
             start = end - duration if has_dur else end
         # orientation
         oriented = 1
-        if row[19] >= 0:
-            st, s, e, num = _getter(i, row[19], buf, regs, roff, kv, cv, tb)
+        if row[_M_SWAP_G] >= 0:
+            st, s, e, num = _getter(i, row[_M_SWAP_G], buf, regs, roff, kv, cv, tb)
             if st < 0 or st == 2:
                 continue
-            if st == 1 and _lookup(buf, s, e, row[20], tb) == 1:
+            if st == 1 and _lookup(buf, s, e, row[_M_SWAP_MAP], tb) == 1:
                 sh, sl, dh, dl = dh, dl, sh, sl
                 sport, dport = dport, sport
                 in_if, out_if = out_if, in_if
-        elif kind == 2 and row[21] == 1:
+        elif kind == 2 and row[_M_ORIENT_PORT] == 1:
             oriented = 0
         # session fields: raw presence kept apart from "" (the reference key has None for an absent field)
-        for q in range(row[25]):
-            ok, s, e = _slot_span(i, row[26 + q], regs, roff, kv, cv, tb)
+        for q in range(row[_M_NSESS]):
+            ok, s, e = _slot_span(i, row[_M_SESS + q], regs, roff, kv, cv, tb)
             if ok:
                 if e - s > 1 and buf[s] == 34 and buf[e - 1] == 34:
                     s += 1
                     e -= 1
-                o[20 + 2 * q] = s
-                o[21 + 2 * q] = e
+                o[_O_SESSION + 2 * q] = s
+                o[_O_SESSION + 2 * q + 1] = e
             else:
-                o[20 + 2 * q] = -1
-                o[21 + 2 * q] = -1
-        o[1] = kind
-        o[2] = oriented
-        o[3] = 1 if has_dur else 0
-        o[4] = start
-        o[5] = end
+                o[_O_SESSION + 2 * q] = -1
+                o[_O_SESSION + 2 * q + 1] = -1
+        o[_O_KIND] = kind
+        o[_O_ORIENTED] = oriented
+        o[_O_HASDUR] = 1 if has_dur else 0
+        o[_O_START] = start
+        o[_O_END] = end
         # address words are uint64: stored as their int64 bit patterns (read back through a uint64 view)
-        o[6] = np.int64(np.uint64(sh))
-        o[7] = np.int64(np.uint64(sl))
-        o[8] = np.int64(np.uint64(dh))
-        o[9] = np.int64(np.uint64(dl))
-        o[10] = sport
-        o[11] = dport
-        o[12] = proto
-        o[13] = nbytes
-        o[14] = npackets
-        o[15] = app
-        o[16] = action
-        o[17] = in_if
-        o[18] = out_if
-        o[19] = flags
-        o[0] = 0
+        o[_O_SRC_HI] = np.int64(np.uint64(sh))
+        o[_O_SRC_LO] = np.int64(np.uint64(sl))
+        o[_O_DST_HI] = np.int64(np.uint64(dh))
+        o[_O_DST_LO] = np.int64(np.uint64(dl))
+        o[_O_SPORT] = sport
+        o[_O_DPORT] = dport
+        o[_O_PROTO] = proto
+        o[_O_BYTES] = nbytes
+        o[_O_PACKETS] = npackets
+        o[_O_APP] = app
+        o[_O_ACTION] = action
+        o[_O_IN] = in_if
+        o[_O_OUT] = out_if
+        o[_O_FLAGS] = flags
+        o[_O_STATUS] = 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1107,7 +1099,6 @@ class BlockPath:
         self._out = self.held
         self.msg_plans = self.c.messages
         self.datasets = np.zeros(max(len(self.msg_plans), 1), np.uint8)
-        self.plan_of_msg: list[_ProfPlan] = []
         for plan in self.c.plans:
             for mp in plan.messages:
                 self.datasets[mp.gid] = plan.profile.dataset
