@@ -133,6 +133,10 @@ class _MsgPlan:
     why: str = ""
     #: The message's ``when`` is only the dispatch field's equality test (so dispatch alone decides it).
     only_x: bool = False
+    #: The rest of its ``when`` besides that test: (field, values) tests, body regex searches, MSGID fullmatches.
+    rest_fields: list = field(default_factory=list)
+    rest_body: list = field(default_factory=list)
+    rest_msgid: list = field(default_factory=list)
     #: (step, source start column, source end column) of its regex steps, for _choose_simple.
     regex_steps: list = field(default_factory=list)
     profile: object = None
@@ -414,9 +418,16 @@ class BlockCompiler:
             c = next(c for c in cs if c.get("field") == x and ("equals" in c or "in" in c))
             want = {str(c["equals"]).lower()} if "equals" in c else {str(v).lower() for v in c["in"]}
             wants.append(want)
-            # the rest of the when (other conditions) still runs through the message's compiled test
-            w = mp.message.spec.get("when")
-            mp.only_x = len(w if isinstance(w, list) else [w]) == 1 and set(c) <= {"field", "equals", "in"}
+            # the rest of the when, as tests on the fields, the body and the MSGID (what _when compiles)
+            for d in cs:
+                if "field" in d and d is not c:
+                    mp.rest_fields.append((d["field"], {str(d["equals"]).lower()} if "equals" in d
+                                           else {str(v).lower() for v in d["in"]}))
+                if "regex" in d:
+                    mp.rest_body.append(re.compile(d["regex"]).search)
+                if "msgid" in d:
+                    mp.rest_msgid.append(re.compile(d["msgid"]).fullmatch)
+            mp.only_x = not (mp.rest_fields or mp.rest_body or mp.rest_msgid)
         for v in set().union(*wants):
             plan.dispatch[v] = [mp for mp, want in zip(plan.messages, wants) if v in want]
         for mp in plan.messages:
@@ -1288,6 +1299,25 @@ class BlockPath:
                 for mp in cands:
                     if mp.only_x:
                         break
+                    if dispatch is not None:  # the dispatch test holds: the rest of the when, inline
+                        for name, want in mp.rest_fields:
+                            v = f.get(name, "")
+                            if len(v) > 1 and v[0] == '"' == v[-1]:
+                                v = v[1:-1]
+                            if v.lower() not in want:
+                                break
+                        else:
+                            for search in mp.rest_body:
+                                if search(body) is None:
+                                    break
+                            else:
+                                msgid = T[row[R_MSGID_S]:row[R_MSGID_E]] if mp.rest_msgid else ""
+                                for fullmatch in mp.rest_msgid:
+                                    if fullmatch(msgid) is None:
+                                        break
+                                else:
+                                    break
+                        continue
                     if h is None:
                         h = _H()
                         h.body = body
