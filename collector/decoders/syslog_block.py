@@ -1033,6 +1033,66 @@ def _emit_block(buf, n, msg_ids, roffs, regs, kv, cv, hdr, recv_ns, ref, msg_tab
         o[_O_STATUS] = 0
 
 
+@numba.njit(cache=True)
+def _join_ends(out, held, ends, sources):
+    """SyslogParser._close over a block's session ends: sources[k] is the line of the end's start in this block,
+    -2 - slot for a start held from an earlier block, -1 for none."""
+    for k in range(len(ends)):
+        i = ends[k]
+        s = sources[k]
+        e = out[i]
+        if s != -1:
+            o = out[s] if s >= 0 else held[-2 - s]
+            # the start knows who initiated the connection; the end knows bytes and duration
+            for c in range(_O_SRC_HI, _O_DPORT + 1):
+                e[c] = o[c]
+            if (e[_O_FLAGS] & FLAG_NO_INTERFACES) != 0 and (o[_O_FLAGS] & FLAG_NO_INTERFACES) == 0:
+                e[_O_IN] = o[_O_IN]
+                e[_O_OUT] = o[_O_OUT]
+                e[_O_FLAGS] &= ~FLAG_NO_INTERFACES
+            if e[_O_APP] == 0:
+                e[_O_APP] = o[_O_APP]
+            if e[_O_HASDUR] == 0:
+                e[_O_START] = min(o[_O_START], e[_O_END])
+            e[_O_ORIENTED] = 1
+        if e[_O_ORIENTED] == 0 and e[_O_SPORT] < e[_O_DPORT]:
+            # an end whose start was not seen and that does not say who initiated: the lower port is the service
+            for a, b in ((_O_SRC_HI, _O_DST_HI), (_O_SRC_LO, _O_DST_LO), (_O_SPORT, _O_DPORT), (_O_IN, _O_OUT)):
+                t = e[a]
+                e[a] = e[b]
+                e[b] = t
+
+
+@numba.njit(cache=True)
+def _rows_out(out, take, msg_ids, datasets, exporter_hi, exporter_lo, rows):
+    """FlowBatch rows (FLOW_DTYPE records) from the kernel's output lines take, in that order."""
+    for k in range(len(take)):
+        o = out[take[k]]
+        r = rows[k]
+        r["start_ns"] = o[_O_START]
+        r["end_ns"] = o[_O_END]
+        r["src_hi"] = np.uint64(o[_O_SRC_HI])
+        r["src_lo"] = np.uint64(o[_O_SRC_LO])
+        r["dst_hi"] = np.uint64(o[_O_DST_HI])
+        r["dst_lo"] = np.uint64(o[_O_DST_LO])
+        r["exporter_hi"] = exporter_hi
+        r["exporter_lo"] = exporter_lo
+        r["bytes"] = np.uint64(o[_O_BYTES])
+        r["packets"] = np.uint64(o[_O_PACKETS])
+        r["sampling_rate"] = 1
+        r["in_if"] = o[_O_IN]
+        r["out_if"] = o[_O_OUT]
+        r["topic_id"] = 0
+        r["src_port"] = o[_O_SPORT]
+        r["dst_port"] = o[_O_DPORT]
+        r["proto"] = o[_O_PROTO]
+        r["tcp_flags"] = 0
+        r["app_proto"] = o[_O_APP]
+        r["action"] = o[_O_ACTION]
+        r["dataset"] = datasets[msg_ids[take[k]]]
+        r["flags"] = o[_O_FLAGS]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The block driver
 # ---------------------------------------------------------------------------------------------------------------
@@ -1609,39 +1669,8 @@ class BlockPath:
                        o[_O_IN], o[_O_OUT], o[_O_FLAGS], 0, bool(o[_O_HASDUR]), bool(o[_O_ORIENTED]))
 
     def _join(self, out: np.ndarray, closes: list[int], sources: list[int]) -> None:
-        """Session ends joined with their starts, as SyslogParser._close, over all of a block's ends at once."""
-        ci = np.asarray(closes, np.int64)
-        src = np.asarray(sources, np.int64)
-        joined = src != -1
-        if joined.any():
-            cj = ci[joined]
-            sj = src[joined]
-            o = np.empty((len(cj), _O_WIDTH), np.int64)
-            here = sj >= 0
-            o[here] = out[sj[here]]
-            o[~here] = self.held[-2 - sj[~here]]
-            e = out[cj]
-            # the start knows who initiated the connection; the end knows bytes and duration
-            e[:, _O_SRC_HI:_O_DPORT + 1] = o[:, _O_SRC_HI:_O_DPORT + 1]
-            take_if = ((e[:, _O_FLAGS] & FLAG_NO_INTERFACES) != 0) & ((o[:, _O_FLAGS] & FLAG_NO_INTERFACES) == 0)
-            e[take_if, _O_IN] = o[take_if, _O_IN]
-            e[take_if, _O_OUT] = o[take_if, _O_OUT]
-            e[take_if, _O_FLAGS] &= ~FLAG_NO_INTERFACES
-            no_app = e[:, _O_APP] == 0
-            e[no_app, _O_APP] = o[no_app, _O_APP]
-            no_dur = e[:, _O_HASDUR] == 0
-            e[no_dur, _O_START] = np.minimum(o[no_dur, _O_START], e[no_dur, _O_END])
-            e[:, _O_ORIENTED] = 1
-            out[cj] = e
-        # an end whose start was not seen and that does not say who initiated: the lower port is the service
-        c = out[ci]
-        swap = (c[:, _O_ORIENTED] == 0) & (c[:, _O_SPORT] < c[:, _O_DPORT])
-        if swap.any():
-            w = ci[swap]
-            r = out[w]
-            for a, b in ((_O_SRC_HI, _O_DST_HI), (_O_SRC_LO, _O_DST_LO), (_O_SPORT, _O_DPORT), (_O_IN, _O_OUT)):
-                r[:, [a, b]] = r[:, [b, a]]
-            out[w] = r
+        """Session ends joined with their starts (as SyslogParser._close), all of a block's ends in one call."""
+        _join_ends(out, self.held, np.asarray(closes, np.int64), np.asarray(sources, np.int64))
 
     def _reference(self, profile, line: bytes, m0, exporter, recv_ns: int, take: list) -> None:
         """One line through the reference path, its profile already detected (as SyslogParser._line would)."""
@@ -1668,6 +1697,10 @@ class BlockPath:
             else:
                 py = np.zeros(0, FLOW_DTYPE)
             tk = take
+            if not len(py):  # only kernel rows: written into the builder in one pass
+                _rows_out(out, tk, self._msg_ids, self.datasets, np.uint64(exporter[0]), np.uint64(exporter[1]),
+                          builder.reserve(k, zero=False))
+                tk = tk[:0]
             kidx = tk[tk >= 0]
             kr = np.zeros(len(kidx), FLOW_DTYPE)
             if len(kidx):
@@ -1694,15 +1727,14 @@ class BlockPath:
                 kr["dataset"] = self.datasets[self._msg_ids[kidx]]
                 kr["flags"] = o[:, _O_FLAGS]
             if len(py):
-                # kernel rows first, then the Python ones; take maps each output row to one of them
+                # kernel rows first, then the Python ones; take maps each output row to one of them (rare: only
+                # blocks with lines the reference path took)
                 allr = np.concatenate([kr, py])
                 pos = np.empty(k, np.int64)
                 isk = tk >= 0
                 pos[isk] = np.arange(len(kidx))
                 pos[~isk] = len(kidx) + (-1 - tk[~isk])
                 builder.reserve(k, zero=False)[:] = allr[pos]
-            else:
-                builder.reserve(k, zero=False)[:] = kr
         P._rows.clear()
         for label, v in P._made.items():
             P.counters.inc("brokerwatch_decoder_records_total", label, v)
