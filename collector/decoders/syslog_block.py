@@ -88,9 +88,9 @@ class NotCompiled(Exception):
 
 
 class _H:
-    """The header parts a profile's closures read (``recognise``, ``when``, regex steps), as strings."""
+    """The header parts a message's compiled ``when`` reads, as strings."""
 
-    __slots__ = ("body", "msg", "sd", "app", "msgid", "host")
+    __slots__ = ("body", "msgid")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -117,11 +117,10 @@ class _Step:
 
 @dataclass
 class _MsgPlan:
-    """A message kind compiled for the block kernel (or not: ``fast`` False)."""
+    """A message kind compiled for the block kernel."""
 
     gid: int
     message: object
-    fast: bool
     steps: list = field(default_factory=list)  # message-level steps
     #: Per match slot (recognise, profile regex steps, message regex steps): offset in the line's regs segment.
     match_off: list = field(default_factory=list)
@@ -131,7 +130,6 @@ class _MsgPlan:
     none_regs: list = field(default_factory=list)  # per match slot: the segment of a match that did not happen
     session_keyed: bool = False
     n_session: int = 0
-    why: str = ""
     #: The message's ``when`` is only the dispatch field's equality test (so dispatch alone decides it).
     only_x: bool = False
     #: The rest of its ``when`` besides that test: (field, values) tests, body regex searches, MSGID fullmatches.
@@ -155,6 +153,8 @@ class _ProfPlan:
     rec_ngroups: int = 0
     #: Per profile-level kv/csv step: the when-names it may give, as (name, column in KV/CSV).
     when_cols: list = field(default_factory=list)
+    #: The kv/csv steps sized so far, by (type, source, duplicates, delimiter).
+    token_steps: dict = field(default_factory=dict)
     why: str = ""
     #: The recognising regex's groups that ``when`` conditions read.
     rec_when: list = field(default_factory=list)
@@ -330,8 +330,8 @@ class BlockCompiler:
         self.messages: list[_MsgPlan] = []
         self.kv_cols = 0
         self.csv_cols = 0
-        self.kv_steps: list[tuple[_ProfPlan, _Step]] = []
-        self.csv_steps: list[tuple[_ProfPlan, _Step]] = []
+        #: (plan, step) of every kv/csv step with columns of its own, each run once per block over its profile's lines
+        self.token_steps: list[tuple[_ProfPlan, _Step]] = []
         self._pending: list = []
         for p in profiles:
             plan = self._profile(p)
@@ -460,26 +460,35 @@ class BlockCompiler:
         return names
 
     def _size_step(self, plan: _ProfPlan, st: _Step, names: set) -> None:
+        """Columns for a kv/csv step; a step the same as one already sized in this profile (the same type, source,
+        duplicates or delimiter: message steps often repeat the profile's) shares its columns and its kernel run."""
+        if st.kind not in ("kv", "csv"):
+            return
+        same = (st.kind, st.source, st.first, st.delim)
+        twin = plan.token_steps.get(same)
+        if twin is not None:
+            st.keys, st.col0, st.keys_packed = twin.keys, twin.col0, twin.keys_packed
+            return
+        plan.token_steps[same] = st
         if st.kind == "kv":
             st.keys = sorted(n for n in names if isinstance(n, str) and _KV_NAME.fullmatch(n))
             st.col0 = self.kv_cols
             self.kv_cols += len(st.keys)
             st.keys_packed = pack_keys(st.keys)
-            self.kv_steps.append((plan, st))
-        elif st.kind == "csv":
+        else:
             if "_ncols" in names:
                 raise NotCompiled("_ncols")
             st.keys = sorted(n for n in names if isinstance(n, int))
             st.col0 = self.csv_cols
             self.csv_cols += len(st.keys)
-            self.csv_steps.append((plan, st))
+        self.token_steps.append((plan, st))
 
     # -- messages -----------------------------------------------------------------------------------------------
 
     def _message(self, plan: _ProfPlan, ms) -> _MsgPlan:
         spec = ms.spec or {}
         gid = len(self.messages)
-        mp = _MsgPlan(gid, ms, True, profile=plan.profile)
+        mp = _MsgPlan(gid, ms, profile=plan.profile)
         self.messages.append(mp)
         mp.steps = [_step_of(s) for s in spec.get("extract", [])]
         # Match slots: the recognise regex, then the profile's regex steps, then the message's. Of each match only
@@ -1171,14 +1180,10 @@ class BlockPath:
         self._out = self.held
         self.msg_plans = self.c.messages
         self.datasets = np.zeros(max(len(self.msg_plans), 1), np.uint8)
-        for plan in self.c.plans:
-            for mp in plan.messages:
-                self.datasets[mp.gid] = plan.profile.dataset
-        self.msg_profile = {}
         self.msg_label = [("syslog",)] * len(self.msg_plans)
         for plan in self.c.plans:
             for mp in plan.messages:
-                self.msg_profile[mp.gid] = plan
+                self.datasets[mp.gid] = plan.profile.dataset
                 self.msg_label[mp.gid] = plan.profile.label
         #: Per profile, its recognise test over (body, block text, header row), as Profile.recognises.
         self.recognisers = {id(p): _recogniser(p) for p in parser.profiles}
@@ -1205,7 +1210,7 @@ class BlockPath:
         n = len(lines)
         max_line = P.max_line
         # The profiles' constants first, so that their spans and the lines' are offsets into one buffer.
-        buf = c.consts_head + b"\n".join(lines)
+        buf = b"\n".join([c.consts, *lines])  # one copy: consts_head is c.consts + b"\n"
         lens = np.fromiter(map(len, lines), np.int64, n)
         ends = np.cumsum(lens + 1) - 1 + len(c.consts_head)
         starts = ends - lens
@@ -1283,7 +1288,8 @@ class BlockPath:
         bad = np.zeros(n, np.uint8)
         src_col = {"body": (hk.H_BODY_S, hk.H_BODY_E), "msg": (hk.H_MSG_S, hk.H_MSG_E),
                    "sd": (hk.H_SD_S, hk.H_SD_E)}  # columns of hdr (the kernel's full header array)
-        for plan, st in c.kv_steps:
+        anykey = {}  # per kv step: whether the line has any of its keys (a message kv step with none is malformed)
+        for plan, st in c.token_steps:
             idx = groups.get(id(plan))
             if not idx or not st.keys:
                 continue
@@ -1291,20 +1297,17 @@ class BlockPath:
             a, b = src_col[st.source]
             out = np.empty((len(ix), len(st.keys), 2), np.int64)
             okk = np.empty(len(ix), np.uint8)
-            kv_spans(arr, hdr[ix, a], hdr[ix, b], st.keys_packed[0], st.keys_packed[1], st.first, out, okk)
-            kv[ix, st.col0:st.col0 + len(st.keys)] = out
-            bad[ix[okk == 0]] = 1
-        for plan, st in c.csv_steps:
-            idx = groups.get(id(plan))
-            if not idx or not st.keys:
-                continue
-            ix = np.asarray(idx, np.int64)
-            a, b = src_col[st.source]
-            out = np.empty((len(ix), len(st.keys), 2), np.int64)
-            ncols = np.empty(len(ix), np.int64)
-            okk = np.empty(len(ix), np.uint8)
-            csv_spans(arr, hdr[ix, a], hdr[ix, b], np.uint8(st.delim), np.asarray(st.keys, np.int64), out, ncols, okk)
-            cv[ix, st.col0:st.col0 + len(st.keys)] = out
+            if st.kind == "kv":
+                kv_spans(arr, hdr[ix, a], hdr[ix, b], st.keys_packed[0], st.keys_packed[1], st.first, out, okk)
+                kv[ix, st.col0:st.col0 + len(st.keys)] = out
+                has = np.zeros(n, bool)
+                has[ix] = (out[:, :, 0] >= 0).any(axis=1)
+                anykey[st.col0] = has.tolist()
+            else:
+                ncols = np.empty(len(ix), np.int64)
+                csv_spans(arr, hdr[ix, a], hdr[ix, b], np.uint8(st.delim), np.asarray(st.keys, np.int64), out,
+                          ncols, okk)
+                cv[ix, st.col0:st.col0 + len(st.keys)] = out
             bad[ix[okk == 0]] = 1
         badl = bad.tolist()
         # the spans of the kv/csv values that ``when`` tests read, as Python lists (one tolist per step)
@@ -1412,10 +1415,9 @@ class BlockPath:
                             undecided = True  # the reference counts it as malformed
                             break
                         matches.append((m, row[a_]))
-                    elif st.kind == "kv":
-                        if not (kv[i, st.col0:st.col0 + len(st.keys), 0] >= 0).any():
-                            undecided = True  # no wanted key: let the reference decide whether it is malformed
-                            break
+                    elif st.kind == "kv" and (not st.keys or not anykey[st.col0][i]):
+                        undecided = True  # no wanted key: let the reference decide whether it is malformed
+                        break
                 if undecided:
                     refl[i] = True
                     continue
