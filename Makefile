@@ -37,10 +37,10 @@ test: $(STAMP) debs
 
 # The kernels' Python, for coverage of what numba compiles.
 test-nojit: $(STAMP) debs
-	NUMBA_DISABLE_JIT=1 $(PY) -m pytest -q tests/analytics tests/collector/decoders/test_netflow_v5.py \
-	  tests/collector/decoders/test_netflow_v9.py tests/collector/decoders/test_ipfix.py \
-	  tests/collector/decoders/test_syslog_block.py tests/collector/decoders/test_syslog_tokens.py \
-	  tests/collector/decoders/test_syslog_values.py tests/collector/decoders/test_syslog_header_kernel.py
+	NUMBA_DISABLE_JIT=1 $(PY) -m pytest -q tests/analytics tests/collector/flows/test_netflow_v5.py \
+	  tests/collector/flows/test_netflow_v9.py tests/collector/flows/test_ipfix.py \
+	  tests/collector/syslog/test_block.py tests/collector/syslog/test_tokens.py \
+	  tests/collector/syslog/test_values.py tests/collector/syslog/test_header_kernel.py
 
 bench: $(STAMP) debs
 	$(PY) -m bench

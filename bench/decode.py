@@ -55,7 +55,7 @@ def load(name: str) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
 
 def ours(name: str, tpls: list, data: list, n: int) -> tuple[float, int]:
     from analytics.schema import FlowBatchBuilder
-    from collector.decoders import FlowDecoders
+    from collector.flows.decoders import FlowDecoders
 
     decoders = FlowDecoders()
     dec = decoders.get(name)

@@ -40,7 +40,7 @@ def free_port() -> int:
 
 def v5_datagrams(n_distinct: int = 64) -> tuple[list[bytes], int]:
     """Distinct 30-record v5 datagrams (sequence numbers consecutive) and the records in each."""
-    from tests.collector.decoders.test_netflow_v5 import v5_datagram
+    from tests.collector.flows.test_netflow_v5 import v5_datagram
 
     out = []
     for i in range(n_distinct):
@@ -56,7 +56,7 @@ class Workload:
 
     def __init__(self, name: str, datagrams: list[bytes]):
         from analytics.schema import FlowBatchBuilder
-        from collector.decoders import FlowDecoders
+        from collector.flows.decoders import FlowDecoders
 
         self.name = name
         self.datagrams = datagrams
@@ -114,7 +114,7 @@ def brokerwatch_receiver(port: int, ready_fd: int) -> None:
     import uvloop
 
     from collector.pipeline import FlowPipeline
-    from collector.listeners import UdpReceiver, make_receiver, udp_socket
+    from collector.flows.receivers import UdpReceiver, make_receiver, udp_socket
 
     rows = [0]
     start_cpu = [0.0]

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 def seeds_by_decoder() -> dict[str, list[bytes]]:
     """Real datagrams from the corpus and fixtures, keyed by the decoder their first bytes select."""
-    from collector.decoders import sniff
+    from collector.flows.decoders import sniff
     from collector.pcap import PcapError, datagrams, is_capture
 
     corpus = Path(os.environ.get("BROKERWATCH_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -82,7 +82,7 @@ def mutate(rng: np.random.Generator, seeds: list[bytes]) -> bytes:
 
 def fuzz(name: str, seeds: list[bytes], total: int, seed: int) -> int:
     from analytics.schema import FlowBatchBuilder
-    from collector.decoders import FlowDecoders
+    from collector.flows.decoders import FlowDecoders
     from collector.metrics import Counters
 
     rng = np.random.default_rng(seed)
@@ -135,7 +135,7 @@ def syslog_seeds() -> list[bytes]:
 def fuzz_syslog(seeds: list[bytes], total: int, seed: int) -> int:
     """Mutated lines through the block path and the reference path: no crash, the same rows and counters."""
     from analytics.schema import FlowBatchBuilder
-    from collector.decoders.syslog import SyslogParser
+    from collector.syslog.parser import SyslogParser
     from collector.metrics import Counters
 
     rng = np.random.default_rng(seed)

@@ -74,7 +74,7 @@ REPEAT = 5
 def bench_profile(profile: str, n: int) -> tuple[float, float, int, float]:
     """(lines/s through the block path, lines/s one line per call through the reference, rows, kernel share)."""
     from analytics.schema import FlowBatchBuilder
-    from collector.decoders.syslog import SyslogParser
+    from collector.syslog.parser import SyslogParser
     from collector.metrics import Counters
 
     lines = lines_for(profile, n)
@@ -111,7 +111,7 @@ def bench_profile(profile: str, n: int) -> tuple[float, float, int, float]:
 
 def bench_listener(n: int) -> float:
     from collector.metrics import Counters
-    from collector.syslog_listener import start_syslog_listeners
+    from collector.syslog.listener import start_syslog_listeners
 
     payload = b"".join(line + b"\n" for line in lines_for("pfsense", n))
 

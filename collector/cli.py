@@ -12,11 +12,7 @@ import os
 import sys
 import time
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad usage, bad config or unreadable input: exit 2 with the message on stderr."""
+from collector.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, UsageError
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from analytics.schema import FlowBatch, FlowBatchBuilder, bytes_to_words
-from collector.decoders import FlowDecoders, sniff
+from collector.flows.decoders import FlowDecoders, sniff
 from collector.metrics import Counters
 from collector.pcap import PcapError, datagrams, is_capture
 
@@ -104,7 +104,7 @@ class OfflineSource:
 
     def _syslog_parser(self):
         if self._syslog is None:
-            from collector.decoders.syslog import SyslogParser
+            from collector.syslog.parser import SyslogParser
 
             self._syslog = SyslogParser(self.counters)
         return self._syslog

@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from analytics.schema import FlowBatch, FlowBatchBuilder, ip_to_words
-from collector.decoders import FlowDecoders
+from collector.flows.decoders import FlowDecoders
 from collector.metrics import Counters
 
 

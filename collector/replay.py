@@ -6,8 +6,9 @@ import argparse
 import sys
 from typing import Callable
 
-from analytics.detections import Detector
+from analytics.detections.an0005 import Detector
 from collector.config import ConfigError, load_config
+from collector.errors import UsageError
 from collector.inputs import InputError, OfflineSource
 from collector.sinks import FanOut, JsonLinesSink
 
@@ -16,8 +17,6 @@ NS = 1_000_000_000
 
 def replay(args: argparse.Namespace, progress: Callable | None = None) -> int:
     """Decode the inputs in order, evaluate on the data's own cadence, write alerts; returns the exit code."""
-    from collector.cli import UsageError
-
     try:
         config = load_config(args.config)
     except ConfigError as exc:

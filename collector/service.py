@@ -14,14 +14,15 @@ import logging
 import signal
 import sys
 
-from analytics.detections import Detector
-from collector.bus import InProcessBus
+from analytics.detections.an0005 import Detector
+from collector.transport.inprocess import InProcessBus
 from collector.config import ConfigError, load_config
+from collector.errors import UsageError
 from collector.metrics import Counters, serve_metrics
-from collector.listeners import IpfixTcpServer, UdpReceiver, make_receiver, udp_socket
+from collector.flows.receivers import IpfixTcpServer, UdpReceiver, make_receiver, udp_socket
 from collector.pipeline import FlowPipeline
 from collector.sinks import FanOut, JsonLinesSink
-from collector.state import load_state, save_state
+from collector.flows.state import load_state, save_state
 
 log = logging.getLogger("brokerwatch.service")
 
@@ -78,7 +79,7 @@ class Service:
               flush=True)
 
     async def _start_syslog(self, a: argparse.Namespace) -> None:
-        from collector.syslog_listener import start_syslog_listeners
+        from collector.syslog.listener import start_syslog_listeners
 
         closers = await start_syslog_listeners(a.listen, a.syslog_port, a.syslog_port, self.pipeline.on_rows,
                                                self.counters)
@@ -163,8 +164,6 @@ class Service:
 
 def serve(args: argparse.Namespace) -> int:
     """Entry of ``brokerwatch run``."""
-    from collector.cli import UsageError
-
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -48,7 +48,7 @@ CFLOW_FIELDS = {
 
 
 def _decoder_present(module: str) -> bool:
-    return (REPO / "collector" / "decoders" / f"{module}.py").is_file()
+    return (REPO / "collector" / "flows" / f"{module}.py").is_file()
 
 
 def _uncount_v9(path: Path, out: Path) -> Path:
@@ -182,7 +182,7 @@ def labels() -> dict:
 @pytest.mark.parametrize("name,port,module,dataset", EXPORTS, ids=[e[0] for e in EXPORTS])
 def test_decode_agrees_with_tshark(name, port, module, dataset, labels, tmp_path):
     if not _decoder_present(module):
-        pytest.skip(f"collector/decoders/{module}.py is not in the tree yet")
+        pytest.skip(f"collector/flows/{module}.py is not in the tree yet")
     path = FIXTURES / name
     if dataset == "sflow":
         expected = tshark_sflow(path, port)

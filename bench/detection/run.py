@@ -30,7 +30,7 @@ from analytics.beacon import BeaconParams, score_segments  # noqa: E402
 from analytics.bytestats import F as YF  # noqa: E402
 from analytics.bytestats import byte_stats  # noqa: E402
 from analytics.config import Config  # noqa: E402
-from analytics.detections import Detector  # noqa: E402
+from analytics.detections.an0005 import Detector  # noqa: E402
 from analytics.pairs import group_pairs  # noqa: E402
 from bench.detection.scenarios import ALLOWLIST, NS, T0, build_world, pair_key  # noqa: E402
 

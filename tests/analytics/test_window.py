@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from analytics.config import Config
-from analytics.detections import Detector
+from analytics.detections.an0005 import Detector
 from analytics.window import STATE_COLUMNS, PairWindow
 from bench.detection.scenarios import NS, T0, build_world
 

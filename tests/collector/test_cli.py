@@ -10,7 +10,7 @@ import pytest
 
 from collector.cli import main
 from tests.conftest import FIXTURES
-from tests.collector.decoders.test_netflow_v5 import REC, v5_datagram
+from tests.collector.flows.test_netflow_v5 import REC, v5_datagram
 
 
 def run(argv, capsys):

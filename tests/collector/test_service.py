@@ -76,7 +76,7 @@ def test_metrics_endpoint_serves_the_counters(tmp_path):
     import time
     import urllib.request
 
-    from tests.collector.decoders.test_netflow_v5 import REC, v5_datagram
+    from tests.collector.flows.test_netflow_v5 import REC, v5_datagram
     from tests.live import _free_port
 
     mport = _free_port()

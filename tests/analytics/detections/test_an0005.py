@@ -1,0 +1,132 @@
+"""The AN0005 Detector: which analytics fire, what each alert explains, one alert per pair per window."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from analytics.config import AddressSet, Config
+from analytics.detections.an0005 import Detector
+from analytics.schema import APP_PROTOCOL_ID, COLUMNS, FLOW_DTYPE, FlowBatch, ip_to_words
+
+NS = 1_000_000_000
+T0 = 1_767_225_600
+SYN, FIN, PSH, ACK = 0x02, 0x01, 0x08, 0x10
+
+
+def flows(times, src="10.0.0.5", dst="198.18.0.9", dport=1883, nbytes=600, packets=8, app=0, topic=None,
+          sport=None):
+    n = len(times)
+    cols = {k: np.zeros(n, FLOW_DTYPE[k]) for k in COLUMNS}
+    cols["start_ns"][:] = (T0 + np.asarray(times)) * NS
+    cols["end_ns"][:] = cols["start_ns"] + NS // 2
+    cols["src_hi"][:], cols["src_lo"][:] = ip_to_words(src)
+    cols["dst_hi"][:], cols["dst_lo"][:] = ip_to_words(dst)
+    cols["dst_port"][:] = dport
+    cols["src_port"][:] = np.arange(n) % 20000 + 40000 if sport is None else sport
+    cols["proto"][:] = 6
+    cols["bytes"][:] = nbytes
+    cols["packets"][:] = packets
+    cols["tcp_flags"][:] = SYN | ACK | PSH | FIN
+    cols["app_proto"][:] = app
+    strings = [""]
+    if topic:
+        strings.append(topic)
+        cols["topic_id"][:] = 1
+    return FlowBatch(cols, strings)
+
+
+def beacon_times(period=60.0, jitter=0.3, hours=6, seed=1):
+    rng = np.random.default_rng(seed)
+    return np.cumsum(rng.uniform(period * (1 - jitter), period, int(hours * 3600 / period)))
+
+
+def run(cfg, *batches, now=None):
+    det = Detector(cfg)
+    for b in batches:
+        det.ingest(b)
+    return det, det.evaluate(now)
+
+
+def test_beacon_alert_explains_itself():
+    det, alerts = run(Config(), flows(beacon_times()))
+    assert len(alerts) == 1
+    a = alerts[0]
+    ev = a.evidence
+    assert a.rule_id == "AN0005" and a.protocol == "mqtt" and a.score >= 70
+    assert ev["analytics"] == ["beaconing"]
+    assert {"ProtocolPortList", "BrokerAllowList", "TimeWindow"} <= set(ev["fired"])
+    assert "period" in ev["why"]["TimeWindow"] and "1883" in ev["why"]["ProtocolPortList"]
+    assert 42 <= ev["period_s"] <= 60 and ev["beats"] == ev["events"]
+    d = a.to_dict()
+    assert d["rule"]["ruleset"] == "DET0002" and d["destination"]["port"] == 1883
+    assert d["brokerwatch"]["score"] == a.score and d["event"]["severity"] >= 3
+
+
+def test_allowlisted_broker_and_random_traffic_are_quiet():
+    allow = Config.from_mapping({"BrokerAllowList": ["198.18.0.0/24"]})
+    assert run(allow, flows(beacon_times()))[1] == []
+    rng = np.random.default_rng(4)
+    assert run(Config(), flows(np.cumsum(rng.exponential(60, 400))))[1] == []
+
+
+def test_broker_replies_are_not_pubsub_clients():
+    det = Detector(Config())
+    b = flows(beacon_times(), src="198.18.0.9", dst="10.0.0.5", dport=50000, sport=1883)
+    assert not det.pubsub_mask(b.columns).any()
+
+
+def test_one_alert_per_pair_per_window_updated_by_later_evidence():
+    times = beacon_times(hours=8)
+    det = Detector(Config())
+    first_half = times[times < 4 * 3600]
+    det.ingest(flows(first_half))
+    a1 = det.evaluate(int((T0 + 4 * 3600) * NS))
+    assert len(a1) == 1
+    assert det.evaluate(int((T0 + 4 * 3600) * NS)) == []  # nothing new: no repeat
+    det.ingest(flows(times[times >= 4 * 3600], nbytes=200_000, packets=150))  # now also exfil-style messages
+    a2 = det.evaluate(int((T0 + 8 * 3600) * NS))
+    assert len(a2) == 1 and a2[0].id == a1[0].id and a2[0].revision == 1
+    assert "long_outbound_messages" in a2[0].evidence["analytics"]
+    assert "PayloadLengthThreshold" in a2[0].evidence["fired"]
+
+
+def test_exfil_unusual_port_and_topic_analytics():
+    exfil = flows([100.0, 5000.0, 9000.0, 15000.0], nbytes=500_000, packets=360)
+    _, alerts = run(Config(), exfil)
+    assert [a.evidence["analytics"] for a in alerts] == [["long_outbound_messages"]]
+    odd = flows([10.0, 4000.0], dport=4444, app=APP_PROTOCOL_ID["mqtt"])
+    _, alerts = run(Config(), odd)
+    assert alerts[0].evidence["analytics"] == ["unusual_port"] and alerts[0].protocol == "mqtt"
+    assert "4444" in alerts[0].evidence["why"]["ProtocolPortList"]
+    topical = flows([10.0, 4000.0], topic="c2/8f3a9b2c7d1e4f60a9b8c7d6e5f4a3b2")
+    _, alerts = run(Config(), topical)
+    assert alerts[0].evidence["analytics"] == ["topic_anomaly"]
+    assert "8f3a9b2c" in alerts[0].evidence["why"]["TopicAnomalyScore"]
+
+
+def test_reputation_from_an_operator_source_alerts_default_list_is_evidence():
+    hi, lo = ip_to_words("198.18.0.9")
+    mask = (1 << 64) - 1
+    for label, alerts_expected in (("intel.csv:198.18.0.9", True), ("default_reputation.txt:198.18.0.9", False)):
+        rep = AddressSet(np.array([hi], np.uint64), np.array([lo], np.uint64), np.array([mask], np.uint64),
+                         np.array([mask], np.uint64), np.array([-1], np.int32), (), (label,))
+        cfg = dataclasses.replace(Config(), reputation=rep)
+        _, alerts = run(cfg, flows([10.0, 4000.0]))
+        assert bool(alerts) == alerts_expected
+        if alerts:
+            assert alerts[0].evidence["reputation_hit"] == label
+            assert "BrokerReputationList" in alerts[0].evidence["fired"]
+    # on a beacon, the default list adds evidence and score
+    rep = AddressSet(np.array([hi], np.uint64), np.array([lo], np.uint64), np.array([mask], np.uint64),
+                     np.array([mask], np.uint64), np.array([-1], np.int32), (), ("default_reputation.txt:x",))
+    _, plain = run(Config(), flows(beacon_times()))
+    _, listed = run(dataclasses.replace(Config(), reputation=rep), flows(beacon_times()))
+    assert listed[0].score >= plain[0].score and "BrokerReputationList" in listed[0].evidence["fired"]
+
+
+def test_empty_inputs():
+    det = Detector(Config())
+    det.ingest(FlowBatch.empty())
+    assert det.evaluate(T0 * NS) == [] and det.flush() == []
