@@ -57,6 +57,8 @@ class Stitched:
     slices: np.ndarray  # int64 per event: slices in this event's session
     active_timeout_s: float  # over all pairs (99th percentile of cut records' durations)
     pair_timing: np.ndarray  # (n_pairs, 3): active timeout seen, timing resolution, dead time of the events (s)
+    cut_s: np.ndarray | None = None  # per event: duration (s) of a flag-proven cut record, else -1 (feeds the 99th
+    # percentile; kept per pair so an incremental evaluation can recompute it from cached contributions)
 
     @property
     def resolution_s(self) -> np.ndarray:
@@ -282,6 +284,18 @@ def infer_active_timeout(seg: PairSegments, params: StitchParams = StitchParams(
     return float(np.ceil(np.quantile(dur, 0.99)))
 
 
+def quantile_sorted(a: np.ndarray, q: float) -> float:
+    """np.quantile(a, q) (linear, numpy's arithmetic) of an already sorted non-empty array, in O(1)."""
+    n = len(a)
+    v = (n - 1) * q
+    lo = int(np.floor(v))
+    hi = min(lo + 1, n - 1)
+    g = v - lo
+    x, y = float(a[lo]), float(a[hi])
+    d = y - x
+    return y - d * (1 - g) if g >= 0.5 else x + d * g
+
+
 def stitch(seg: PairSegments, params: StitchParams = StitchParams()) -> Stitched:
     """Sessions of every pair's records (see the module docstring)."""
     for k, dt in (("start_ns", np.int64), ("end_ns", np.int64), ("bytes", np.uint64), ("packets", np.uint64),
@@ -290,7 +304,7 @@ def stitch(seg: PairSegments, params: StitchParams = StitchParams()) -> Stitched
             raise TypeError(f"event column {k} must be {np.dtype(dt)}")
     if len(seg) == 0:
         z = np.zeros(0, np.int64)
-        return Stitched(z, np.zeros(0, bool), z, params.active_timeout_s, np.zeros((seg.n_pairs, 3)))
+        return Stitched(z, np.zeros(0, bool), z, params.active_timeout_s, np.zeros((seg.n_pairs, 3)), np.zeros(0))
     e = seg.events
     tcp = np.ascontiguousarray(seg.keys["proto"] == 6)
     head, active, slices, pair_out, dur = _stitch_all(
@@ -298,9 +312,10 @@ def stitch(seg: PairSegments, params: StitchParams = StitchParams()) -> Stitched
         np.ascontiguousarray(e["bytes"]), np.ascontiguousarray(e["packets"]), np.ascontiguousarray(e["tcp_flags"]),
         np.ascontiguousarray(e["src_port"]), tcp, params.tolerance_s, params.max_gap_s, params.active_timeout_s,
         params.timeout_share, params.active_min_bytes, params.max_active_share, params.min_timeout_s, _nchunks(seg))
+    cut = dur
     dur = dur[dur >= 0]
     ta = params.active_timeout_s or (float(np.ceil(np.quantile(dur, 0.99))) if len(dur) >= 3 else 0.0)
-    return Stitched(head, active, slices, ta, pair_out)
+    return Stitched(head, active, slices, ta, pair_out, cut)
 
 
 @numba.njit(cache=True, parallel=True)

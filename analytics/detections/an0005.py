@@ -28,9 +28,9 @@ from analytics.bytestats import byte_stats
 from analytics.config import Config
 from analytics.pairs import PairSegments, group_pairs
 from analytics.schema import APP_PROTOCOLS, FlowBatch
-from analytics.stitch import StitchParams, beat_segments, stitch
+from analytics.stitch import StitchParams, beat_segments, quantile_sorted, stitch
 from analytics.topics import score_topics
-from analytics.window import STATE_COLUMNS, PairWindow
+from analytics.window import STATE_COLUMNS, HashCollision, PairState, PairWindow
 
 NS = 1_000_000_000
 
@@ -55,7 +55,8 @@ class Detector:
     """Keeps the pub/sub flows of the current TimeWindow and scores pairs on demand."""
 
     def __init__(self, config: Config, params: DetectorParams = DetectorParams(),
-                 beacon: BeaconParams = BeaconParams(), stitching: StitchParams = StitchParams()):
+                 beacon: BeaconParams = BeaconParams(), stitching: StitchParams = StitchParams(),
+                 incremental: bool = True):
         self.config = config
         self.params = params
         self.beacon_params = beacon
@@ -64,11 +65,33 @@ class Detector:
         port_map = config.port_protocols()
         self._ports = np.array(sorted(port_map), dtype=np.uint16)
         self._port_proto = port_map
-        self.window = PairWindow(config.TimeWindow.window_s, params.max_per_pair, params.max_rows)
+        # incremental: rows stay grouped by pair and per-pair scores are cached, so a pass costs the pairs that
+        # changed; incremental=False recomputes the whole window every pass (the reference it must equal)
+        self.incremental = incremental
+        window = PairState if incremental else PairWindow
+        self.window = window(config.TimeWindow.window_s, params.max_per_pair, params.max_rows)
         self._alerts: dict[tuple, Alert] = {}
         self._topics: dict[tuple, tuple[float, str]] = {}
         self.latest_ns = 0
-        self.last_scores: dict | None = None  # the arrays of the last evaluation (for benchmarks and tests)
+        self._frozen_scores: dict | None = None
+        self._order: np.ndarray | None = None  # scored slots in pair order (incremental)
+        self._cache: dict[str, np.ndarray] = {
+            "beacon": np.zeros((0, len(BF))), "bytes": np.zeros((0, len(YF))), "sessions": np.zeros(0, np.int64),
+            "longest_session_slices": np.zeros(0, np.int64), "resolution_s": np.zeros(0), "dead_s": np.zeros(0),
+            "pair_timeout_s": np.zeros(0), "app_proto": np.zeros(0, np.uint8),
+            "topic_score": np.zeros(0, np.float32), "first_ns": np.zeros(0, np.int64),
+            "last_ns": np.zeros(0, np.int64), "events": np.zeros(0, np.int64)}
+        self._scored = np.zeros(0, bool)
+        self._n_scored = 0
+        self._alert_ws: int | None = None
+        self._pruned_ws: int | None = None
+        # cut-record durations per slot (append-only pool) and all of them sorted: the all-pairs active timeout
+        self._dpool = np.zeros(0)
+        self._dlo = np.zeros(0, np.int64)
+        self._dn = np.zeros(0, np.int64)
+        self._dend = 0
+        self._dlive = 0
+        self._durs = np.zeros(0)
 
     # ------------------------------------------------------------------------------------------------ ingest
 
@@ -101,13 +124,42 @@ class Detector:
             s = float(rows["topic_score"][i])
             if s > self._topics.get(key, (0.0, ""))[0]:
                 self._topics[key] = (s, batch.strings[int(topic_id[i])])
-        self.window.add(rows)
+        try:
+            self.window.add(rows)
+        except HashCollision:  # raised before the state changed, with the rows already pending
+            self._fall_back()
+            w = self.window
+            if w._pending > max(w.max_rows // 4, 1_000_000):
+                w.snapshot(max(int(c["start_ns"].max()) for c in w._chunks))
 
     # ------------------------------------------------------------------------------------------------ evaluate
 
     def evaluate(self, now_ns: int | None = None) -> list[Alert]:
-        """Score every pair in the window ending at now_ns; new alerts and changed ones (as revisions)."""
+        """Score the pairs in the window ending at now_ns; new alerts and changed ones (as revisions)."""
         now_ns = self.latest_ns if now_ns is None else int(now_ns)
+        if not self.incremental:
+            return self._evaluate_full(now_ns)
+        try:
+            self.window.advance(now_ns)
+        except HashCollision:
+            self._fall_back()
+            return self._evaluate_full(now_ns)
+        return self._evaluate_incremental(now_ns)
+
+    def flush(self, now_ns: int | None = None) -> list[Alert]:
+        """Final evaluation (shutdown or end of replay)."""
+        return self.evaluate(now_ns)
+
+    @property
+    def last_scores(self) -> dict | None:
+        """The score arrays of the last evaluation that scored pairs, in pair order (for benchmarks and tests)."""
+        if not self.incremental or self._frozen_scores is not None or self._order is None:
+            return self._frozen_scores
+        return self._assemble(self._order)
+
+    # ------------------------------------------------------------------------------------------------ full pass
+
+    def _evaluate_full(self, now_ns: int) -> list[Alert]:
         cols = self.window.snapshot(now_ns)
         if not len(cols["start_ns"]):
             return []
@@ -119,15 +171,135 @@ class Detector:
         if seg.n_pairs == 0:
             return []
         scores = self.score(seg)
-        self.last_scores = scores
+        self._frozen_scores = scores
         return self._alerts_for(seg, scores, now_ns)
 
-    def flush(self, now_ns: int | None = None) -> list[Alert]:
-        """Final evaluation (shutdown or end of replay)."""
-        return self.evaluate(now_ns)
+    def _fall_back(self) -> None:
+        """A 64-bit pair-hash collision: continue with full recomputes over the same rows (PairWindow)."""
+        old = self.window
+        w = PairWindow(self.config.TimeWindow.window_s, self.params.max_per_pair, self.params.max_rows)
+        rows = old.rows()
+        if rows:
+            w._chunks = [rows]
+        w._pending = old._pending
+        w.stats = old.stats
+        self.window = w
+        self.incremental = False
+        self._order = None
+
+    # ------------------------------------------------------------------------------------------------ incremental
+
+    def _evaluate_incremental(self, now_ns: int) -> list[Alert]:
+        w = self.window
+        dirty = w.take_dirty()
+        self._grow_cache(len(w.h))
+        ok = w.ncur[dirty] > 0
+        if ok.any():
+            d = dirty[ok]
+            k = w.keys
+            ok[ok] = self.config.allow.match(k["dst_hi"][d], k["dst_lo"][d], k["dst_port"][d].astype(np.int32)) < 0
+        todo = dirty[ok]
+        was = self._scored[dirty]
+        n_scored = self._n_scored - int(was.sum()) + len(todo)
+        if n_scored == 0 and self._order is not None and self._frozen_scores is None:
+            self._frozen_scores = self._assemble(self._order)  # as the full pass: the last scores stay
+        self._drop_durations(dirty[was])
+        self._scored[dirty] = ok
+        self._n_scored = n_scored
+        if len(todo):
+            sub = w.segments(todo)
+            s, cut = self._score(sub)
+            c = self._cache
+            for name in _CACHED:
+                c[name][todo] = s[name]
+            c["events"][todo] = sub.counts()
+            self._add_durations(todo, sub, cut)
+        if n_scored == 0:
+            return []
+        self._frozen_scores = None
+        order = w.scored_slots()
+        self._order = order = order[self._scored[order]]
+        window_start = (now_ns // self._window_ns) * self._window_ns
+        if window_start != self._alert_ws:  # roll-over: every alert key changes, every firing pair is re-alerted
+            cand = order
+            self._alert_ws = window_start
+        else:  # only pairs whose rows changed can change their alerts
+            cand = todo[np.argsort(w.h[todo], kind="stable")]
+        c = self._cache
+        s = {name: c[name][cand] for name in _CACHED + ("events",)}
+        keys = {name: v[cand] for name, v in w.keys.items()}
+        out = self._publish(self._build_alerts(keys, s, self._fired_arrays(keys, s), window_start))
+        if window_start != self._pruned_ws:  # entries added since the last prune all carry this window's key
+            self._prune(window_start)
+        return out
+
+    def _grow_cache(self, n: int) -> None:
+        c = self._cache
+        have = len(self._scored)
+        if n <= have:
+            return
+        for name, v in list(c.items()):
+            out = np.zeros((n,) + v.shape[1:], v.dtype)
+            out[:have] = v
+            c[name] = out
+        for name in ("_scored", "_dlo", "_dn"):
+            v = getattr(self, name)
+            out = np.zeros(n, v.dtype)
+            out[:have] = v
+            setattr(self, name, out)
+
+    def _drop_durations(self, slots: np.ndarray) -> None:
+        """Take the cut-record durations of slots out of the sorted all-pairs multiset."""
+        cnt = self._dn[slots]
+        total = int(cnt.sum())
+        if total:
+            off = np.concatenate([[0], np.cumsum(cnt)])
+            vals = np.sort(self._dpool[np.repeat(self._dlo[slots] - off[:-1], cnt) + np.arange(total)])
+            first = np.searchsorted(vals, vals, "left")
+            idx = np.searchsorted(self._durs, vals, "left") + (np.arange(total) - first)
+            self._durs = np.delete(self._durs, idx)
+            self._dlive -= total
+        self._dn[slots] = 0
+
+    def _add_durations(self, slots: np.ndarray, seg: PairSegments, cut: np.ndarray) -> None:
+        """Record the cut-record durations of freshly scored slots (seg's pairs) and add them to the multiset."""
+        m = cut >= 0
+        vals = cut[m]
+        cnt = np.bincount(seg.pair_of_event()[m], minlength=seg.n_pairs)
+        if len(vals) == 0:
+            return
+        if self._dend + len(vals) > len(self._dpool):
+            live = np.flatnonzero(self._dn)
+            c = self._dn[live]
+            off = np.concatenate([[0], np.cumsum(c)])
+            kept = self._dpool[np.repeat(self._dlo[live] - off[:-1], c) + np.arange(off[-1])]
+            pool = np.empty(max(2 * (len(kept) + len(vals)), 4096))
+            pool[:len(kept)] = kept
+            self._dlo[live] = off[:-1]
+            self._dpool, self._dend = pool, len(kept)
+        self._dpool[self._dend:self._dend + len(vals)] = vals
+        self._dlo[slots] = self._dend + np.concatenate([[0], np.cumsum(cnt)[:-1]])
+        self._dn[slots] = cnt
+        self._dend += len(vals)
+        self._dlive += len(vals)
+        vals = np.sort(vals)
+        self._durs = np.insert(self._durs, np.searchsorted(self._durs, vals), vals)
+
+    def _assemble(self, order: np.ndarray) -> dict:
+        """The score dict of ``score`` for the cached slots in order."""
+        out = {name: self._cache[name][order] for name in _CACHED}
+        d = self._durs
+        ta = self.stitch_params.active_timeout_s or (float(np.ceil(quantile_sorted(d, 0.99))) if len(d) >= 3 else 0.0)
+        out["active_timeout_s"] = ta
+        return out
+
+    # ------------------------------------------------------------------------------------------------ scoring
 
     def score(self, seg: PairSegments) -> dict:
         """Kernel outputs for every pair of seg: beacon rows, byte rows, stitching, per-pair aggregates."""
+        return self._score(seg)[0]
+
+    def _score(self, seg: PairSegments) -> tuple[dict, np.ndarray]:
         st = stitch(seg, self.stitch_params)
         off, t, _ = beat_segments(seg, st)
         beacon = score_segments(off, t, self.beacon_params, st.resolution_s, st.dead_s)
@@ -146,16 +318,15 @@ class Detector:
         return {"beacon": beacon, "bytes": nbytes, "sessions": sessions, "longest_session_slices": longest,
                 "resolution_s": st.resolution_s, "dead_s": st.dead_s, "pair_timeout_s": st.pair_timing[:, 0],
                 "app_proto": app, "topic_score": topic, "first_ns": first, "last_ns": last,
-                "active_timeout_s": st.active_timeout_s}
+                "active_timeout_s": st.active_timeout_s}, st.cut_s
 
     def decide(self, seg: PairSegments, scores: dict) -> np.ndarray:
-        """Boolean per pair: does any AN0005 analytic fire (vectorised; details come from _evidence)."""
-        return self._fired_arrays(seg, scores)["any"]
+        """Boolean per pair: does any AN0005 analytic fire (vectorised; details come from _build_alerts)."""
+        return self._fired_arrays(seg.keys, scores)["any"]
 
-    def _fired_arrays(self, seg: PairSegments, s: dict) -> dict:
+    def _fired_arrays(self, k: dict, s: dict) -> dict:
         p, cfg = self.params, self.config
         b, y = s["beacon"], s["bytes"]
-        k = seg.keys
         beacon = b[:, BF["score"]] >= p.beacon_threshold
         hf = (b[:, BF["beats"]] >= p.hf_min_beats) & (b[:, BF["span_s"]] > 0) & \
             (b[:, BF["span_s"]] / np.maximum(b[:, BF["beats"]] - 1, 1) <= p.hf_max_period_s)
@@ -164,122 +335,166 @@ class Detector:
             (y[:, YF["long_bytes"]] >= p.exfil_min_record_factor * cfg.PayloadLengthThreshold
              * np.maximum(y[:, YF["long_events"]], 1))
         rep = cfg.reputation.match(k["dst_hi"], k["dst_lo"], k["dst_port"].astype(np.int32)) \
-            if len(cfg.reputation) else np.full(seg.n_pairs, -1)
+            if len(cfg.reputation) else np.full(len(b), -1)
         unusual = (s["app_proto"] != 0) & ~np.isin(k["dst_port"], self._ports)
         topic = s["topic_score"] >= cfg.TopicAnomalyScore.threshold
         return {"beacon": beacon, "hf": hf, "exfil": exfil, "rep": rep, "unusual": unusual, "topic": topic,
                 "any": beacon | hf | exfil | (rep >= 0) | unusual | topic}
 
+    # ------------------------------------------------------------------------------------------------ alerts
+
     def _alerts_for(self, seg: PairSegments, s: dict, now_ns: int) -> list[Alert]:
-        fired = self._fired_arrays(seg, s)
         window_start = (now_ns // self._window_ns) * self._window_ns
-        out = []
-        for i in np.flatnonzero(fired["any"]):
-            alert = self._alert(seg, s, fired, int(i), window_start)
-            prev = self._alerts.get(alert.key)
-            if not alert.evidence["analytics"]:
-                continue  # only evidence (a default-list reputation hit), no analytic fired
-            if prev is not None:
-                same = prev.evidence["analytics"] == alert.evidence["analytics"]
-                if same and abs(prev.score - alert.score) < self.params.update_min_delta:
-                    continue
-                alert.revision = prev.revision + 1
-            self._alerts[alert.key] = alert
-            out.append(alert)
-        self._alerts = {key: a for key, a in self._alerts.items() if key[-1] >= window_start - self._window_ns}
+        s = dict(s, events=seg.counts())
+        out = self._publish(self._build_alerts(seg.keys, s, self._fired_arrays(seg.keys, s), window_start))
+        self._prune(window_start)
         return out
 
-    def _alert(self, seg: PairSegments, s: dict, fired: dict, i: int, window_start: int) -> Alert:
-        cfg, p = self.config, self.params
-        k = seg.keys
-        b, y = s["beacon"][i], s["bytes"][i]
-        dport = int(k["dst_port"][i])
-        app = int(s["app_proto"][i])
-        proto = APP_PROTOCOLS[app] if app else self._port_proto.get(dport, "unknown")
-        why: list[dict] = []
-        if dport in self._port_proto:
-            why.append({"element": "ProtocolPortList", "why": f"destination port {dport} is listed for "
-                                                                f"{self._port_proto[dport]}"})
-        why.append({"element": "BrokerAllowList", "why": "destination is not in the allowlist"})
-        score = 0.0
-        analytics = []
-        if fired["beacon"][i]:
-            score = max(score, 100.0 * b[BF["score"]])
-            analytics.append("beaconing")
-            why.append({"element": "TimeWindow", "why": f"beaconing over the {cfg.TimeWindow.window_s:g} s window: "
-                        f"period {b[BF['period_s']]:.1f} s, jitter {b[BF['jitter']]:.2f}, "
-                        f"{b[BF['missed_fraction']]:.0%} beats missed, beacon score {b[BF['score']]:.2f}"})
-        if fired["hf"][i]:
-            rate = 60.0 * (b[BF["beats"]] - 1) / max(b[BF["span_s"]], 1e-9)
-            score = max(score, 60.0)
-            analytics.append("high_frequency_publication")
-            why.append({"element": "TimeWindow", "why": f"high-frequency publication: {rate:.1f} per minute "
-                                                        f"over {int(b[BF['beats']])} publications"})
-        rep = int(fired["rep"][i])
-        if rep >= 0:
-            label = cfg.reputation.labels[rep]
-            if _reputation_alerts(label):
-                score = max(score, 70.0)
-                analytics.append("reputation")
-            else:
-                score = min(100.0, score + 10.0) if score else score
-            why.append({"element": "BrokerReputationList", "why": f"destination matches {label}"})
-        if fired["exfil"][i]:
-            score = max(score, 75.0)
-            analytics.append("long_outbound_messages")
-            why.append({"element": "PayloadLengthThreshold",
-                        "why": f"{int(y[YF['long_events']])} records above {cfg.PayloadLengthThreshold} bytes/packet, "
-                               f"{int(y[YF['long_bytes']])} bytes"})
-        if fired["unusual"][i]:
-            score = max(score, 40.0)
-            analytics.append("unusual_port")
-            why.append({"element": "ProtocolPortList", "why": f"{proto} recognised on port {dport}, which is not "
-                                                              f"listed for it"})
-        if fired["topic"][i]:
-            score = max(score, 50.0)
-            analytics.append("topic_anomaly")
-            key = (int(k["src_hi"][i]), int(k["src_lo"][i]), int(k["dst_hi"][i]), int(k["dst_lo"][i]), dport)
-            ts, topic = self._topics.get(key, (float(s["topic_score"][i]), ""))
-            why.append({"element": "TopicAnomalyScore", "why": f"topic {topic!r} scores {ts:.2f} >= "
-                                                               f"{cfg.TopicAnomalyScore.threshold}"})
-        score = min(100.0, score + 10.0 * (len(analytics) - 1))  # corroborating analytics raise confidence
-        reasons: dict[str, str] = {}
-        for w in why:
-            reasons[w["element"]] = reasons[w["element"]] + "; " + w["why"] if w["element"] in reasons else w["why"]
-        evidence = {
-            "analytics": analytics,
-            "fired": list(reasons),
-            "why": reasons,
-            "period_s": round(float(b[BF["period_s"]]), 3),
-            "periods_s": [round(float(v), 1) for v in (b[BF["spec_period_s"]], b[BF["period2_s"]],
-                                                       b[BF["period3_s"]]) if v > 0],
-            "jitter": round(float(b[BF["jitter"]]), 3),
-            "missed_beat_fraction": round(float(b[BF["missed_fraction"]]), 3),
-            "beacon_score": round(float(b[BF["score"]]), 3),
-            "interarrival": {"concentration": round(float(b[BF["concentration"]]), 3),
-                             "log10_p": round(float(b[BF["ia_logp"]]), 2),
-                             "bowley_skew": round(float(b[BF["bowley_skew"]]), 3),
-                             "mad_s": round(float(b[BF["mad_s"]]), 3),
-                             "hour_coverage": round(float(b[BF["hist_coverage"]]), 3)},
-            "spectral": {"log10_p": round(float(b[BF["spec_logp"]]), 2),
-                         "acf": round(float(b[BF["spec_acf"]]), 3)},
-            "events": int(seg.offsets[i + 1] - seg.offsets[i]),
-            "beats": int(b[BF["beats"]]),
-            "sessions": int(s["sessions"][i]),
-            "longest_session_slices": int(s["longest_session_slices"][i]),
-            "active_timeout_s": float(s["pair_timeout_s"][i]),
-            "timing": {"resolution_s": float(s["resolution_s"][i]), "dead_time_s": round(float(s["dead_s"][i]), 3)},
-            "bytes": {"per_flow_median": float(y[YF["bpf_median"]]), "per_flow_mad": float(y[YF["bpf_mad"]]),
-                      "mode_share": round(float(y[YF["bpf_mode_share"]]), 3),
-                      "per_packet_median": round(float(y[YF["bpp_median"]]), 1),
-                      "long_share": round(float(y[YF["long_share"]]), 3), "total": int(y[YF["total_bytes"]])},
-            "topic_score": round(float(s["topic_score"][i]), 3),
-        }
-        if rep >= 0:
-            evidence["reputation_hit"] = cfg.reputation.labels[rep]
-        return Alert("AN0005", int(s["last_ns"][i]), (int(k["src_hi"][i]), int(k["src_lo"][i])),
-                     (int(k["dst_hi"][i]), int(k["dst_lo"][i])), dport, proto, round(score, 1), evidence,
-                     window_start)
+    def _publish(self, alerts: list[Alert]) -> list[Alert]:
+        """The alerts that are new or changed enough (analytics, or score by update_min_delta), as revisions."""
+        out = []
+        known, delta = self._alerts, self.params.update_min_delta
+        for alert in alerts:
+            key = alert.key
+            prev = known.get(key)
+            if prev is not None:
+                if prev.evidence["analytics"] == alert.evidence["analytics"] and abs(prev.score - alert.score) < delta:
+                    continue
+                alert.revision = prev.revision + 1
+            known[key] = alert
+            out.append(alert)
+        return out
+
+    def _prune(self, window_start: int) -> None:
+        self._alerts = {key: a for key, a in self._alerts.items() if key[-1] >= window_start - self._window_ns}
+        self._pruned_ws = window_start
+
+    def _build_alerts(self, k: dict, s: dict, fired: dict, window_start: int) -> list[Alert]:
+        """One Alert per pair where an analytic fires (pairs as rows of k, s, fired), in row order; the per-pair
+        numbers are sliced, combined and rounded as arrays first, so the Python per alert only assembles dicts."""
+        cfg = self.config
+        labels = cfg.reputation.labels
+        rep_all = np.asarray(fired["rep"])
+        rep_alerting = np.zeros(len(rep_all), bool)
+        if len(labels):
+            alerting = np.array([_reputation_alerts(lb) for lb in labels] + [False], bool)
+            rep_alerting = alerting[np.where(rep_all >= 0, rep_all, len(labels))]
+        idx = np.flatnonzero(fired["any"] & (fired["beacon"] | fired["hf"] | rep_alerting | fired["exfil"]
+                                             | fired["unusual"] | fired["topic"]))
+        if not len(idx):
+            return []
+        b, y = s["beacon"][idx], s["bytes"][idx]
+        fb, fh, fx, fu, ft = (fired[n][idx] for n in ("beacon", "hf", "exfil", "unusual", "topic"))
+        rep, ra = rep_all[idx], rep_alerting[idx]
+        bcol = {name: b[:, BF[name]] for name in BF}
+        # the score, in _alert's order of max/min steps (same float operations, so the same values)
+        score = np.zeros(len(idx))
+        score = np.where(fb, np.maximum(score, 100.0 * bcol["score"]), score)
+        score = np.where(fh, np.maximum(score, 60.0), score)
+        score = np.where(ra, np.maximum(score, 70.0), score)
+        score = np.where((rep >= 0) & ~ra & (score != 0), np.minimum(100.0, score + 10.0), score)
+        score = np.where(fx, np.maximum(score, 75.0), score)
+        score = np.where(fu, np.maximum(score, 40.0), score)
+        score = np.where(ft, np.maximum(score, 50.0), score)
+        n_an = fb.astype(np.int64) + fh + ra + fx + fu + ft
+        score = np.minimum(100.0, score + 10.0 * (n_an - 1))
+        rate = 60.0 * (bcol["beats"] - 1) / np.maximum(bcol["span_s"], 1e-9)
+
+        def r(a, nd):
+            return [round(v, nd) for v in a.tolist()]
+
+        def ints(a):
+            return a.astype(np.int64).tolist()
+
+        score_l = r(score, 1)
+        period_f, jit_f, miss_f, bsc_f = (bcol[n].tolist() for n in ("period_s", "jitter", "missed_fraction", "score"))
+        rate_l = rate.tolist()
+        beats_i = ints(bcol["beats"])
+        periods = [[round(v, 1) for v in t if v > 0] for t in
+                   zip(bcol["spec_period_s"].tolist(), bcol["period2_s"].tolist(), bcol["period3_s"].tolist())]
+        period3, jit3, miss3, bsc3 = r(bcol["period_s"], 3), r(bcol["jitter"], 3), r(bcol["missed_fraction"], 3), \
+            r(bcol["score"], 3)
+        conc3, ialp2, bow3, mad3, cov3 = r(bcol["concentration"], 3), r(bcol["ia_logp"], 2), \
+            r(bcol["bowley_skew"], 3), r(bcol["mad_s"], 3), r(bcol["hist_coverage"], 3)
+        slp2, acf3 = r(bcol["spec_logp"], 2), r(bcol["spec_acf"], 3)
+        events = ints(s["events"][idx])
+        sessions, longest = ints(s["sessions"][idx]), ints(s["longest_session_slices"][idx])
+        pto, res = s["pair_timeout_s"][idx].astype(float).tolist(), s["resolution_s"][idx].astype(float).tolist()
+        dead3 = r(s["dead_s"][idx], 3)
+        bpf_med, bpf_mad = y[:, YF["bpf_median"]].tolist(), y[:, YF["bpf_mad"]].tolist()
+        mode3, bpp1, long3 = r(y[:, YF["bpf_mode_share"]], 3), r(y[:, YF["bpp_median"]], 1), \
+            r(y[:, YF["long_share"]], 3)
+        total_i, long_ev_i, long_by_i = ints(y[:, YF["total_bytes"]]), ints(y[:, YF["long_events"]]), \
+            ints(y[:, YF["long_bytes"]])
+        tsc = s["topic_score"][idx].astype(float)
+        tsc_f, tsc3 = tsc.tolist(), r(tsc, 3)
+        last_i = ints(s["last_ns"][idx])
+        shi, slo, dhi, dlo = (k[n][idx].tolist() for n in ("src_hi", "src_lo", "dst_hi", "dst_lo"))
+        dports, apps = k["dst_port"][idx].tolist(), s["app_proto"][idx].tolist()
+        rep_l, fb_l, fh_l, fx_l, fu_l, ft_l, ra_l = (a.tolist() for a in (rep, fb, fh, fx, fu, ft, ra))
+        win = f"{cfg.TimeWindow.window_s:g}"
+        plt = cfg.PayloadLengthThreshold
+        tthr = cfg.TopicAnomalyScore.threshold
+        port_proto, topics = self._port_proto, self._topics
+        out = []
+        for j in range(len(idx)):
+            dport, app = dports[j], apps[j]
+            proto = APP_PROTOCOLS[app] if app else port_proto.get(dport, "unknown")
+            reasons: dict[str, str] = {}
+            listed = port_proto.get(dport)
+            if listed is not None:
+                reasons["ProtocolPortList"] = f"destination port {dport} is listed for {listed}"
+            reasons["BrokerAllowList"] = "destination is not in the allowlist"
+            analytics = []
+            if fb_l[j]:
+                analytics.append("beaconing")
+                reasons["TimeWindow"] = (f"beaconing over the {win} s window: period {period_f[j]:.1f} s, jitter "
+                                         f"{jit_f[j]:.2f}, {miss_f[j]:.0%} beats missed, beacon score {bsc_f[j]:.2f}")
+            if fh_l[j]:
+                analytics.append("high_frequency_publication")
+                text = f"high-frequency publication: {rate_l[j]:.1f} per minute over {beats_i[j]} publications"
+                reasons["TimeWindow"] = reasons["TimeWindow"] + "; " + text if "TimeWindow" in reasons else text
+            rp = rep_l[j]
+            if rp >= 0:
+                if ra_l[j]:
+                    analytics.append("reputation")
+                reasons["BrokerReputationList"] = f"destination matches {labels[rp]}"
+            if fx_l[j]:
+                analytics.append("long_outbound_messages")
+                reasons["PayloadLengthThreshold"] = f"{long_ev_i[j]} records above {plt} bytes/packet, " \
+                                                    f"{long_by_i[j]} bytes"
+            if fu_l[j]:
+                analytics.append("unusual_port")
+                text = f"{proto} recognised on port {dport}, which is not listed for it"
+                reasons["ProtocolPortList"] = reasons["ProtocolPortList"] + "; " + text \
+                    if "ProtocolPortList" in reasons else text
+            if ft_l[j]:
+                analytics.append("topic_anomaly")
+                ts, topic = topics.get((shi[j], slo[j], dhi[j], dlo[j], dport), (tsc_f[j], ""))
+                reasons["TopicAnomalyScore"] = f"topic {topic!r} scores {ts:.2f} >= {tthr}"
+            evidence = {
+                "analytics": analytics, "fired": list(reasons), "why": reasons, "period_s": period3[j],
+                "periods_s": periods[j], "jitter": jit3[j], "missed_beat_fraction": miss3[j], "beacon_score": bsc3[j],
+                "interarrival": {"concentration": conc3[j], "log10_p": ialp2[j], "bowley_skew": bow3[j],
+                                 "mad_s": mad3[j], "hour_coverage": cov3[j]},
+                "spectral": {"log10_p": slp2[j], "acf": acf3[j]},
+                "events": events[j], "beats": beats_i[j], "sessions": sessions[j],
+                "longest_session_slices": longest[j], "active_timeout_s": pto[j],
+                "timing": {"resolution_s": res[j], "dead_time_s": dead3[j]},
+                "bytes": {"per_flow_median": bpf_med[j], "per_flow_mad": bpf_mad[j], "mode_share": mode3[j],
+                          "per_packet_median": bpp1[j], "long_share": long3[j], "total": total_i[j]},
+                "topic_score": tsc3[j],
+            }
+            if rp >= 0:
+                evidence["reputation_hit"] = labels[rp]
+            out.append(Alert("AN0005", last_i[j], (shi[j], slo[j]), (dhi[j], dlo[j]), dport, proto, score_l[j],
+                             evidence, window_start))
+        return out
+
+
+#: Per-pair entries of the score dict kept between incremental passes.
+_CACHED = ("beacon", "bytes", "sessions", "longest_session_slices", "resolution_s", "dead_s", "pair_timeout_s",
+           "app_proto", "topic_score", "first_ns", "last_ns")
 
 
 def _reputation_alerts(label: str) -> bool:
