@@ -400,7 +400,8 @@ class PairState:
         self._live += k
         old = self.ncur[slot].copy()
         self.ncur[slot] = _count_before(self.pool["start_ns"], dst, need, now, True)
-        self._dirty.append(slot[self.ncur[slot] != old])
+        # changed scored rows: a new row at or before now (rows of a pair are time-sorted), or a moved boundary
+        self._dirty.append(slot[(self.ncur[slot] != old) | (new_cols["start_ns"][gstart] <= now)])
         self._chunks = []
         self._pending = 0
 
