@@ -12,6 +12,14 @@ Pipeline per evaluation (every TimeWindow cadence):
    an unusual port, anomalous topic names (``TopicAnomalyScore``) — and one alert per (analytic, pair, window) is
    emitted with a 0-100 score, the severity derived from it, and for every element that fired the reason why.
    Later evidence in the same window updates that alert (a new revision) instead of repeating it.
+
+Evaluation is incremental by default: the window state (``PairState``) stays grouped by pair, each pass rescores
+only the pairs whose scored rows changed (new rows, rows coming due, expiry, caps, eviction) and scatters their
+score rows into a per-pair cache; only those pairs can change their alerts, except at a window roll-over, when
+every firing pair is re-alerted under the new key. The only all-pairs value, the inferred active timeout, is a
+99th percentile over cached per-pair contributions (reported only: stitching uses each pair's own timeout).
+``Detector(..., incremental=False)`` recomputes the whole window every pass; both give the same alerts and scores
+(tests/analytics/test_incremental.py).
 """
 
 from __future__ import annotations
