@@ -15,10 +15,12 @@ COPY analytics ./analytics
 COPY device_profiles ./device_profiles
 COPY brokerwatch.example.yaml ./
 
-# site-packages stays read-only for the service user; numba's cache goes to a writable directory instead.
+# site-packages stays read-only for the service user; numba's cache goes to a writable directory instead, and is
+# filled at build time (`brokerwatch warmup`), so the container's first start loads its kernels instead of compiling.
 RUN pip install --no-cache-dir . \
     && useradd --system --uid 10001 --home-dir /var/lib/brokerwatch --create-home brokerwatch \
     && mkdir -p /var/cache/brokerwatch/numba \
+    && brokerwatch warmup \
     && chown -R brokerwatch /var/cache/brokerwatch
 
 USER 10001

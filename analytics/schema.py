@@ -271,6 +271,15 @@ class FlowBatchBuilder:
             self._string_ids[text] = i
         return i
 
+    def rows(self) -> np.ndarray:
+        """The appended rows as a view of the buffer (valid until the next append or reset)."""
+        return self._buf[: self._n]
+
+    @property
+    def strings(self) -> list[str]:
+        """The string table of the appended rows."""
+        return self._strings
+
     def build(self) -> FlowBatch:
         """The appended rows as a FlowBatch (copied: the builder can be reset and reused)."""
         return FlowBatch.from_rows(self._buf[: self._n], self._strings)

@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the collector service",
         description="Listen for NetFlow v5/v9 and IPFIX (UDP 2055 and 4739, IPFIX also TCP 4739), sFlow (UDP 6343) "
         "and syslog (UDP and TCP 5514 by default), score (source, broker) pairs every analysis cadence and print alerts as JSON lines on stdout "
-        "and to the alerts file. Ctrl-C or SIGTERM flushes and exits 0.",
+        "and to the alerts file. Receiving and analysing run in separate processes joined by a bounded channel; "
+        "every kernel is compiled (or loaded from NUMBA_CACHE_DIR) before a socket is bound, and 'ready' is printed "
+        "on stderr once every worker listens. Ctrl-C or SIGTERM flushes and exits 0.",
     )
     run.add_argument("--config", metavar="FILE", help="YAML config (defaults are used for every key it omits)")
     run.add_argument("--alerts", metavar="FILE", default="alerts.jsonl",
@@ -55,7 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "in Prometheus text format over HTTP on HOST:PORT (default: off)")
     run.add_argument("--state", metavar="FILE", default="state/decoders.json",
                      help="where NetFlow v9/IPFIX templates and sampling rates are kept across restarts "
-                          "(default: state/decoders.json; '' to keep none)")
+                          "(default: state/decoders.json; '' to keep none; worker N>0 uses FILE's name + .wN)")
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="receive worker processes sharing the ports through SO_REUSEPORT; the kernel sends each "
+                          "exporter to one worker, so its templates stay there; a worker that dies is restarted "
+                          "(default: 1)")
+    run.add_argument("--analytics-threads", type=int, default=0, metavar="N",
+                     help="numba threads of the analytics process (default: cores - 1, so receiving keeps a core)")
+    run.add_argument("--channel-mb", type=int, default=256, metavar="MB",
+                     help="bound of each receive worker's queue towards the analytics process; when it is full "
+                          "batches are dropped and counted, the receive loop never waits (default: 256)")
 
     replay = sub.add_parser(
         "replay",
@@ -77,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("inputs", nargs="+", metavar="INPUT", help="capture or log files, processed in order")
     decode.add_argument("--count", action="store_true",
                         help='print only {"records": {dataset: N}, "rejected": {reason: N}}')
+
+    warmup = sub.add_parser("warmup", help="compile every kernel into NUMBA_CACHE_DIR and exit",
+                            description="Compile (or load) every decoder and analytics kernel, so that the next "
+                            "start-up is fast; the Docker image runs it at build time.")
+    warmup.add_argument("--config", metavar="FILE", help="YAML config")
 
     config = sub.add_parser("config", help="config file tools", description="Config file tools.")
     csub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION", parser_class=_Parser)
@@ -158,7 +174,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return serve(args)
 
 
-COMMANDS = {"decode": cmd_decode, "replay": cmd_replay, "run": cmd_run}
+def cmd_warmup(args: argparse.Namespace) -> int:
+    """``brokerwatch warmup``."""
+    from collector.config import ConfigError, load_config
+    from collector.warmup import warm_all
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    t0 = time.monotonic()
+    warm_all(config)
+    print(f"brokerwatch: kernels ready in {time.monotonic() - t0:.1f} s "
+          f"(cache: {os.environ.get('NUMBA_CACHE_DIR') or 'next to the modules'})", file=sys.stderr)
+    return EXIT_OK
+
+
+COMMANDS = {"decode": cmd_decode, "replay": cmd_replay, "run": cmd_run, "warmup": cmd_warmup}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,11 @@ class FlowPipeline:
     """Decodes datagrams from any exporter into FlowBatches handed to ``emit`` (the bus)."""
 
     def __init__(self, emit: Callable[[FlowBatch], object], counters: Counters | None = None,
-                 batch_rows: int = 32768):
+                 batch_rows: int = 32768, emit_rows: Callable[[np.ndarray, list[str]], object] | None = None):
+        """``emit`` takes FlowBatches; ``emit_rows`` (when given) takes the builder's rows and strings instead, for a
+        transport that copies rows as they are (the analytics channel), saving the split into columns."""
         self.counters = counters if counters is not None else Counters()
+        self._emit_rows = emit_rows
         self.decoders = FlowDecoders(self.counters)
         self._emit = emit
         self._batch_rows = batch_rows
@@ -97,7 +100,10 @@ class FlowPipeline:
         self._emit_builder()
 
     def _emit_builder(self) -> None:
-        if len(self._builder):
+        if len(self._builder) and self._emit_rows is not None:
+            self._emit_rows(self._builder.rows(), self._builder.strings)
+            self._builder.reset()
+        elif len(self._builder):
             batch = self._builder.build()
             self._builder.reset()
             self._emit(batch)

@@ -1,9 +1,17 @@
-"""``brokerwatch run``: the collector service on an asyncio loop (uvloop where it installs).
+"""``brokerwatch run``: receive workers and the analytics process.
 
-Components start in order and stop in reverse: sinks, detector, bus, pipeline, listeners. The receive path only
-decodes into a reusable builder; batches cross the bounded in-process bus to the analytics task, which scores
-pairs every cadence (time taken from the data, so replayed exports behave like live ones). SIGINT/SIGTERM close
-the listeners, drain the bus, run a final evaluation, flush the sinks and exit 0.
+Processes (DESIGN §2: receiving never waits for an analysis pass):
+- the **analytics process** (collector/analysis.py): window, passes, alerts, sinks; started first;
+- **receive worker 0**, this process: listeners → decoders → pipeline → the channel to the analytics process
+  (collector/transport/channel.py: bounded, a full channel drops and counts, never blocks the receive loop);
+- with ``--workers N``, N-1 more receive workers, each its own process with its own sockets on the same ports
+  (SO_REUSEPORT: the kernel hashes each exporter's address and port to one worker, so NetFlow v9/IPFIX templates
+  stay with the worker that decodes that exporter's data). Worker 0 supervises them and restarts one that dies.
+
+Start-up order: the analytics process is spawned and compiles its kernels while this process compiles the
+decoders (collector/warmup.py); only then are sockets bound, and ``ready`` is printed on stderr once every worker
+listens. SIGINT/SIGTERM: the workers stop and drain what their kernels already queued, the channels are written
+out, the analytics process runs its final pass and flushes its sinks, and the service exits 0.
 """
 
 from __future__ import annotations
@@ -11,89 +19,85 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
+import os
 import signal
 import sys
+import time
 
-from analytics.detections.an0005 import Detector
-from collector.transport.inprocess import InProcessBus
 from collector.config import ConfigError, load_config
 from collector.errors import UsageError
-from collector.metrics import Counters, serve_metrics
 from collector.flows.receivers import IpfixTcpServer, UdpReceiver, make_receiver, udp_socket
-from collector.pipeline import FlowPipeline
-from collector.sinks import FanOut, JsonLinesSink
 from collector.flows.state import load_state, save_state
+from collector.metrics import Counters, serve_metrics
+from collector.pipeline import FlowPipeline
+from collector.transport.channel import ChannelWriter, make_pipe
 
 log = logging.getLogger("brokerwatch.service")
 
-class Service:
-    """The running collector: listeners → pipeline → bus → detector → sinks."""
+
+def worker_state_path(state: str, index: int) -> str:
+    """Worker index's template state file: the path given for worker 0, ``name.wN.json`` for the others."""
+    if not state or index == 0:
+        return state
+    root, ext = os.path.splitext(state)
+    return f"{root}.w{index}{ext or '.json'}"
+
+
+class ReceiveService:
+    """One receive worker: listeners → pipeline → channel writer. Owns every socket it binds."""
 
     #: How often template state is written to the state file (and once more at stop).
     STATE_EVERY_S = 60.0
 
-    def __init__(self, args: argparse.Namespace, config):
+    def __init__(self, args: argparse.Namespace, writer: ChannelWriter, counters: Counters, index: int = 0):
         self.args = args
-        self.config = config
-        self.counters = Counters()
-        self.sinks = FanOut([JsonLinesSink(sys.stdout)] + ([JsonLinesSink.open(args.alerts)]
-                                                            if args.alerts and args.alerts != "-" else []))
-        self.detector = Detector(config)
-        self.bus: InProcessBus | None = None
-        self.pipeline: FlowPipeline | None = None
+        self.index = index
+        self.counters = counters
+        self.writer = writer
+        self.reuse_port = getattr(args, "workers", 1) > 1
+        self.state = worker_state_path(args.state, index)
+        self.pipeline = FlowPipeline(writer.publish, counters, emit_rows=writer.publish_rows)
         self._receivers: list[UdpReceiver] = []
         self._closers: list = []
-        self._stop = asyncio.Event()
+        self._metrics = None
+        self._ipfix_tcp: IpfixTcpServer | None = None
+        self.stopping = asyncio.Event()
 
     async def start(self) -> None:
         """Bind every listener; raises OSError (reported as exit 2) when a port cannot be bound."""
         loop = asyncio.get_running_loop()
-        self.bus = InProcessBus(self.counters)
-        self.pipeline = FlowPipeline(self.bus.publish, self.counters)
         a = self.args
+        loaded = load_state(self.state, self.pipeline.decoders) if self.state else 0
+        if loaded:
+            log.info("decoder state loaded from %s", self.state)
         udp = [(a.netflow_port, None, "netflow"), (a.ipfix_port, None, "ipfix"), (a.sflow_port, "sflow", "sflow")]
         seen = set()
         for port, hint, label in udp:
             if port in seen:
                 continue
             seen.add(port)
-            sock = udp_socket(a.listen, port)
+            sock = udp_socket(a.listen, port, self.reuse_port)
             receiver = make_receiver(sock, self.pipeline, hint)
             receiver.attach(loop)
             self._receivers.append(receiver)
-            log.info("listening for %s on udp %s:%d", label, a.listen, sock.getsockname()[1])
-        loaded = load_state(a.state, self.pipeline.decoders) if a.state else 0
-        if loaded:
-            log.info("decoder state loaded from %s", a.state)
-        self._metrics = None
-        if a.metrics:
+            log.info("worker %d listening for %s on udp %s:%d", self.index, label, a.listen, sock.getsockname()[1])
+        if a.metrics and self.index == 0:
             host, _, port = a.metrics.rpartition(":")
             self._metrics = await serve_metrics(self.counters, host.strip("[]") or "127.0.0.1", int(port))
         self._ipfix_tcp = IpfixTcpServer(self.pipeline)
-        await self._ipfix_tcp.start(a.listen, a.ipfix_port)
-        await self._start_syslog(a)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stop.set)
-        print(f"brokerwatch: listening on {a.listen}: netflow/ipfix udp {a.netflow_port} and {a.ipfix_port}, "
-              f"ipfix tcp {a.ipfix_port}, sflow udp {a.sflow_port}, syslog {a.syslog_port}", file=sys.stderr,
-              flush=True)
-
-    async def _start_syslog(self, a: argparse.Namespace) -> None:
+        await self._ipfix_tcp.start(a.listen, a.ipfix_port, self.reuse_port)
         from collector.syslog.listener import start_syslog_listeners
 
-        closers = await start_syslog_listeners(a.listen, a.syslog_port, a.syslog_port, self.pipeline.on_rows,
-                                               self.counters)
-        self._closers.extend(closers)
+        self._closers.extend(await start_syslog_listeners(a.listen, a.syslog_port, a.syslog_port,
+                                                          self.pipeline.on_rows, self.counters,
+                                                          reuse_port=self.reuse_port))
 
-    async def run(self) -> int:
-        """Serve until SIGINT/SIGTERM; then flush everything and return 0."""
-        await self.start()
-        cadence = self.args.cadence or self.config.TimeWindow.cadence_s
-        analytics = asyncio.create_task(self._analytics())
-        analytics.add_done_callback(self._fail_loudly)
-        ticker = asyncio.create_task(self._tick(cadence))
+    async def serve(self, on_tick=None) -> None:
+        """Receive until ``stopping`` is set, then drain and flush everything into the channel."""
+        ticker = asyncio.create_task(self._tick(on_tick))
         ticker.add_done_callback(self._fail_loudly)
-        await self._stop.wait()
+        await self.stopping.wait()
         loop = asyncio.get_running_loop()
         for r in self._receivers:  # drains what the kernel already queued: nothing received before the stop is lost
             r.close(loop)
@@ -104,29 +108,16 @@ class Service:
             c.close()
         ticker.cancel()
         self.pipeline.flush()
-        await self.bus.close()
-        await analytics
-        for alert in self.detector.flush():
-            self.sinks.write(alert)
-        self.sinks.close()
         self._save_state()
-        print(self.summary(), file=sys.stderr, flush=True)
-        return 0
 
     def _save_state(self) -> None:
-        if not self.args.state:
+        if not self.state:
             return
         try:
-            save_state(self.args.state, self.pipeline.decoders)
+            save_state(self.state, self.pipeline.decoders)
         except OSError as exc:
             self.counters.inc("brokerwatch_state_save_errors_total", (type(exc).__name__,))
-            log.warning("cannot save decoder state to %s: %s", self.args.state, exc)
-
-    def summary(self) -> str:
-        """One line of what moved: datagrams, records by dataset, rejections by reason, alerts written."""
-        records = {k[0]: v for k, v in self.counters.series("brokerwatch_decoder_records_total").items()}
-        return (f"brokerwatch: stopped after {self.pipeline.datagrams} datagrams; records {records}; "
-                f"rejected {self.pipeline.decoders.rejected()}; alerts {self.sinks.written}")
+            log.warning("cannot save decoder state to %s: %s", self.state, exc)
 
     def _fail_loudly(self, task: asyncio.Task) -> None:
         if task.cancelled():
@@ -134,49 +125,200 @@ class Service:
         exc = task.exception()
         if exc is not None:
             log.error("background task failed: %r", exc, exc_info=exc)
-            self._stop.set()
+            self.failed = True
+            self.stopping.set()
 
-    async def _tick(self, cadence: float) -> None:
-        """Flush the receive builder often, and evaluate the detector every cadence."""
+    failed = False
+
+    async def _tick(self, on_tick) -> None:
+        """Flush the receive buffers into the channel often; save template state every STATE_EVERY_S."""
         loop = asyncio.get_running_loop()
-        next_eval = loop.time() + cadence
         next_save = loop.time() + self.STATE_EVERY_S
         while True:
-            await asyncio.sleep(min(0.2, cadence))
+            await asyncio.sleep(0.2)
             for r in self._receivers:
                 r.flush()
             self.pipeline.flush()
             if loop.time() >= next_save:
                 next_save = loop.time() + self.STATE_EVERY_S
                 self._save_state()
-            if loop.time() >= next_eval:
-                next_eval = loop.time() + cadence
-                for alert in self.detector.evaluate():
-                    self.sinks.write(alert)
+            if on_tick is not None:
+                on_tick()
 
-    async def _analytics(self) -> None:
-        while True:
-            batch = await self.bus.get()
-            if batch is None:
-                return
-            self.detector.ingest(batch)
+    def summary(self) -> str:
+        """One line of what moved: datagrams, records by dataset, rejections by reason, rows dropped."""
+        records = {k[0]: v for k, v in self.counters.series("brokerwatch_decoder_records_total").items()}
+        dropped = sum(self.counters.series("brokerwatch_channel_dropped_rows_total").values())
+        return (f"{self.pipeline.datagrams} datagrams; records {records}; "
+                f"rejected {self.pipeline.decoders.rejected()}; dropped {dropped}")
+
+
+def _run_loop(coro):
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def receive_main(args: argparse.Namespace, conn, index: int, ready) -> None:
+    """Entry of receive worker ``index`` >= 1 (spawned by worker 0)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # worker 0 coordinates the stop (SIGTERM)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s %(name)s[worker {index}]: %(message)s")
+    from collector.warmup import warm_receive
+
+    warm_receive()
+    fd = os.dup(conn.fileno())
+    conn.close()
+    counters = Counters()
+    writer = ChannelWriter(fd, counters, int(args.channel_mb) << 20)
+
+    async def main() -> None:
+        svc = ReceiveService(args, writer, counters, index)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, svc.stopping.set)
+        await svc.start()
+        print(f"brokerwatch: receive worker {index} ready (pid {os.getpid()})", file=sys.stderr, flush=True)
+        try:
+            ready.send_bytes(b"ready")
+            ready.close()
+        except OSError:  # nobody waits for a restarted worker
+            pass
+        await svc.serve()
+        print(f"brokerwatch: receive worker {index} stopped after {svc.summary()}", file=sys.stderr, flush=True)
+
+    try:
+        _run_loop(main())
+    finally:
+        writer.close()
+
+
+class WorkerPool:
+    """Receive workers 1..N-1: spawned, handed a channel each, restarted when one dies."""
+
+    def __init__(self, args: argparse.Namespace, analytics):
+        self.args = args
+        self.analytics = analytics
+        self.procs: dict[int, multiprocessing.process.BaseProcess] = {}
+        self._ready: dict[int, object] = {}
+        self._started: dict[int, float] = {}
+        self.restarts = 0
+        self._ctx = multiprocessing.get_context("spawn")
+
+    def spawn(self, index: int):
+        """Start worker ``index`` with a new channel; returns the pipe on which it says it is ready."""
+        from multiprocessing.connection import Connection
+
+        r, w = make_pipe()
+        wconn = Connection(w, readable=False)
+        ready_r, ready_w = self._ctx.Pipe(duplex=False)
+        proc = self._ctx.Process(target=receive_main, args=(self.args, wconn, index, ready_w),
+                                 name=f"brokerwatch-receive-{index}")
+        proc.start()
+        wconn.close()
+        ready_w.close()
+        self.analytics.add_source(r)
+        self.procs[index] = proc
+        self._ready[index] = ready_r
+        self._started[index] = time.monotonic()
+        return ready_r
+
+    def start(self, n: int, timeout: float = 600.0) -> None:
+        """Start workers 1..n-1 and wait until each listens."""
+        waits = [(i, self.spawn(i)) for i in range(1, n)]
+        for i, ready in waits:
+            if not ready.poll(timeout) or ready.recv_bytes() != b"ready":
+                raise RuntimeError(f"receive worker {i} failed to start (exit code {self.procs[i].exitcode})")
+
+    #: A worker is restarted at most this often (one that dies at start-up must not spin).
+    RESTART_EVERY_S = 5.0
+
+    def check(self) -> None:
+        """Restart any worker that died (its channel ended; a new one is handed to the analytics process)."""
+        for i, proc in list(self.procs.items()):
+            if not proc.is_alive() and time.monotonic() - self._started[i] >= self.RESTART_EVERY_S:
+                log.error("receive worker %d exited with code %s; restarting it", i, proc.exitcode)
+                self.restarts += 1
+                self.spawn(i)
+
+    def stop(self, timeout: float = 120.0) -> None:
+        """SIGTERM every worker and wait for them to drain and exit."""
+        for proc in self.procs.values():
+            if proc.is_alive():
+                proc.terminate()
+        deadline = time.monotonic() + timeout
+        for i, proc in self.procs.items():
+            proc.join(max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                log.error("receive worker %d did not stop; killing it", i)
+                proc.kill()
+                proc.join()
 
 
 def serve(args: argparse.Namespace) -> int:
     """Entry of ``brokerwatch run``."""
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    async def main() -> int:
-        service = Service(args, config)
-        try:
-            return await service.run()
-        except OSError as exc:
-            raise UsageError(f"cannot listen: {exc}") from None
+    from collector.analysis import AnalyticsProcess, default_threads
+    from collector.warmup import warm_receive
 
     try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main())
-    return uvloop.run(main())
+        load_config(args.config)  # a bad config is exit 2 here, before any process starts
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    t0 = time.monotonic()
+    analytics = AnalyticsProcess(args.config, args.alerts, args.cadence, args.analytics_threads or default_threads(),
+                                 args.verbose)
+    analytics.start()
+    pool = WorkerPool(args, analytics)
+    try:
+        warm_receive()
+        analytics.wait_ready()
+        r, w = make_pipe()
+        analytics.add_source(r)
+        counters = Counters()
+        writer = ChannelWriter(w, counters, int(args.channel_mb) << 20)
+        status = _run_loop(_serve_worker0(args, writer, counters, analytics, pool, t0))
+    except BaseException:
+        pool.stop(10)
+        if analytics.proc is not None and analytics.proc.is_alive():
+            analytics.proc.kill()
+        raise
+    return status
+
+
+async def _serve_worker0(args, writer, counters, analytics, pool, t0) -> int:
+    svc = ReceiveService(args, writer, counters, 0)
+    loop = asyncio.get_running_loop()
+    try:
+        await svc.start()
+    except OSError as exc:
+        writer.close()
+        raise UsageError(f"cannot listen: {exc}") from None
+    if args.workers > 1:
+        await loop.run_in_executor(None, pool.start, args.workers)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, svc.stopping.set)
+    a = args
+    print(f"brokerwatch: ready in {time.monotonic() - t0:.1f} s: listening on {a.listen}: netflow/ipfix udp "
+          f"{a.netflow_port} and {a.ipfix_port}, ipfix tcp {a.ipfix_port}, sflow udp {a.sflow_port}, syslog "
+          f"{a.syslog_port}; {a.workers} receive worker(s), analytics in process {analytics.proc.pid}",
+          file=sys.stderr, flush=True)
+    lost = []
+
+    def supervise() -> None:
+        if not analytics.alive():
+            log.error("the analytics process exited (code %s); stopping", analytics.proc.exitcode)
+            lost.append(True)
+            svc.stopping.set()
+        elif not svc.stopping.is_set():
+            pool.check()
+
+    await svc.serve(on_tick=supervise)
+    await loop.run_in_executor(None, pool.stop)
+    await loop.run_in_executor(None, writer.close)
+    summary = await loop.run_in_executor(None, analytics.stop)
+    print(f"brokerwatch: stopped after {svc.summary()}; alerts {summary.get('alerts', 0)}; analytics passes "
+          f"{summary.get('passes', 0)} (longest {summary.get('longest_pass_s', 0)} s)", file=sys.stderr, flush=True)
+    return 1 if (lost or svc.failed) else 0

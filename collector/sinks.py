@@ -35,6 +35,11 @@ class JsonLinesSink:
         self._stream.write(dumps(alert.to_dict()) + "\n")
         self._stream.flush()
 
+    def write_lines(self, text: str) -> None:
+        """Write already serialised alert lines and flush once (an alert storm is one write, not one per alert)."""
+        self._stream.write(text)
+        self._stream.flush()
+
     def close(self) -> None:
         if self._owned:
             self._stream.close()
@@ -53,6 +58,19 @@ class FanOut:
         self.written += 1
         for s in self.sinks:
             s.write(alert)
+
+    def write_many(self, alerts: list[Alert]) -> None:
+        """Write a pass's alerts: each serialised once, every sink written and flushed once."""
+        if not alerts:
+            return
+        text = "".join([dumps(a.to_dict()) + "\n" for a in alerts])
+        self.written += len(alerts)
+        for s in self.sinks:
+            if hasattr(s, "write_lines"):
+                s.write_lines(text)
+            else:
+                for a in alerts:
+                    s.write(a)
 
     def close(self) -> None:
         for s in self.sinks:

@@ -100,3 +100,62 @@ def test_the_same_beacon_in_firewall_logs_raises_the_same_alert(tmp_path):
         ("AN0005", *pair) for pair in labelled_pairs("c2")}
     ids = {name: {json.loads(line)["event"]["id"] for line in lines} for name, lines in alerts.items()}
     assert ids["syslog"] == ids["netflow"]  # one alert per (analytic, pair, window), whatever the source
+
+
+@pytest.mark.live
+def test_a_stop_runs_the_final_pass_and_flushes_its_alerts(tmp_path):
+    """With an hour between passes the only pass is the one the stop runs: its alert must reach the file."""
+    svc = Running(tmp_path, extra=("--cadence", "3600"))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for d in datagrams(str(V5_FIXTURE)):
+        sender.sendto(d.payload, ("127.0.0.1", svc.ports["netflow"]))
+    result = svc.stop()
+    expected = {("AN0005", *pair) for pair in labelled_pairs("c2")}
+    assert alert_pairs((tmp_path / "alerts.jsonl").read_text().splitlines()) == expected
+    assert "alerts 1; analytics passes 0" in result["stderr"]
+
+
+@pytest.mark.live
+def test_receive_workers_share_the_ports_and_a_killed_one_is_restarted(tmp_path):
+    import os
+    import re
+    import signal
+
+    svc = Running(tmp_path, extra=("--workers", "2", "--cadence", "0.5"))
+    pid = int(re.search(r"receive worker 1 ready \(pid (\d+)\)", "".join(svc.log)).group(1))
+    payloads = [d.payload for d in datagrams(str(V5_FIXTURE))]
+
+    def send_from_many_ports() -> None:  # 16 exporters: the kernel's hash spreads them over both workers
+        for _ in range(16):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            for p in payloads:
+                s.sendto(p, ("127.0.0.1", svc.ports["netflow"]))
+            s.close()
+
+    send_from_many_ports()
+    os.kill(pid, signal.SIGKILL)
+    while True:  # worker 0 notices and starts a new worker 1 on the same ports (pytest-timeout bounds a failure)
+        line = svc.proc.stderr.readline()
+        assert line, "".join(svc.log)
+        svc.log.append(line)
+        m = re.search(r"receive worker 1 ready \(pid (\d+)\)", line)
+        if m and int(m.group(1)) != pid:
+            break
+    send_from_many_ports()
+    result = svc.stop()
+    records = {who: ast_records(line) for who, line in re.findall(r"brokerwatch: (receive worker 1 stopped|stopped) "
+                                                                   r"after (.*)", result["stderr"])}
+    assert "exited with code -9; restarting it" in result["stderr"]
+    per_send = 16 * 600  # records in one send_from_many_ports
+    assert records["receive worker 1 stopped"] > 0  # the new worker took its share of the second send
+    assert per_send <= records["receive worker 1 stopped"] + records["stopped"] <= 2 * per_send
+    expected = {("AN0005", *pair) for pair in labelled_pairs("c2")}
+    assert alert_pairs((tmp_path / "alerts.jsonl").read_text().splitlines()) == expected
+
+
+def ast_records(summary: str) -> int:
+    """Records decoded according to one summary line."""
+    import ast
+    import re
+
+    return sum(ast.literal_eval(re.search(r"records (\{.*?\})", summary).group(1)).values())

@@ -31,11 +31,13 @@ RCVBUF = 32 << 20
 MAX_DATAGRAM = 65535
 
 
-def udp_socket(host: str, port: int) -> socket.socket:
-    """A bound, non-blocking UDP socket with a large receive buffer."""
+def udp_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A bound, non-blocking UDP socket with a large receive buffer (SO_REUSEPORT for several receive workers)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:  # FORCE passes net.core.rmem_max when we have CAP_NET_ADMIN; otherwise the sysctl caps it
         sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), RCVBUF)
     except OSError:
@@ -288,9 +290,10 @@ class IpfixTcpServer:
         self._conns: set[asyncio.Task] = set()
         self.server: asyncio.AbstractServer | None = None
 
-    async def start(self, host: str, port: int) -> None:
-        """Listen on host:port."""
-        self.server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
+        """Listen on host:port (SO_REUSEPORT when several receive workers share it)."""
+        self.server = await asyncio.start_server(self._handle, host, port, reuse_address=True,
+                                                 reuse_port=reuse_port or None)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         from collector.flows.decoders import DecodeError

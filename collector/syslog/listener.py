@@ -209,11 +209,11 @@ async def start_syslog_listeners(host: str, udp_port: int | None, tcp_port: int 
                                  on_rows: Callable[[FlowBatch], None], counters: Counters,
                                  tls_cert: str | None = None, tls_key: str | None = None,
                                  parser: SyslogParser | None = None,
-                                 max_message: int = MAX_MESSAGE) -> list:
+                                 max_message: int = MAX_MESSAGE, reuse_port: bool = False) -> list:
     """Start the UDP and TCP syslog servers (TCP over TLS when a cert and key are given; a port of None skips one).
 
     Returns the closeables (each with ``close()`` and ``port``), UDP first. ``on_rows(batch)`` gets a FlowBatch per
-    event-loop pass in which rows were made.
+    event-loop pass in which rows were made. ``reuse_port`` sets SO_REUSEPORT (several receive workers).
     """
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("TLS needs both a certificate and a key")
@@ -224,6 +224,8 @@ async def start_syslog_listeners(host: str, udp_port: int | None, tcp_port: int 
     if udp_port is not None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         except OSError:
@@ -234,6 +236,7 @@ async def start_syslog_listeners(host: str, udp_port: int | None, tcp_port: int 
         srv = _TcpServer(sink)
         ctx = _tls_context(tls_cert, tls_key) if tls_cert else None
         srv.server = await loop.create_server(lambda: _TcpProtocol(sink, srv, max_message), host, tcp_port,
-                                              ssl=ctx, reuse_address=True)
+                                              ssl=ctx, reuse_address=True,
+                                              reuse_port=reuse_port or None)
         out.append(srv)
     return out

@@ -1,0 +1,204 @@
+"""The analytics process of ``brokerwatch run``: batches from the receiving processes in, alerts out.
+
+Receiving and analysing run in separate processes (DESIGN §2), so that the receive path never waits for an analysis
+pass. The service starts this process first (``AnalyticsProcess.start``); it loads the config, bounds numba's
+threads (``--analytics-threads``) so that receiving keeps a core, compiles or loads its kernels, and says it is
+ready. Each receiving process gets a channel (collector/transport/channel.py) whose read end is handed to this
+process over a control socket (``SCM_RIGHTS``), so a restarted receive worker simply brings a new channel.
+
+The loop reads whichever channel has a batch, feeds the detector, and runs a pass every cadence, timed from the end
+of the previous pass. It stops when the service says so and every channel has ended: a final pass, the sinks
+flushed, and a summary sent back. It ignores SIGINT and SIGTERM (the service coordinates the stop, so that nothing
+in flight is lost), and it also stops when the service itself disappears.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+log = logging.getLogger("brokerwatch.analysis")
+
+#: Largest control message (a word, or the summary).
+CTRL_BYTES = 1 << 16
+
+
+def default_threads() -> int:
+    """Numba threads for the analytics process: all cores but one, at least one."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+class AnalyticsLoop:
+    """The analytics process's loop: channels in, detector passes on a cadence, alerts to the sinks."""
+
+    def __init__(self, detector, sinks, cadence_s: float, ctrl: socket.socket):
+        self.detector = detector
+        self.sinks = sinks
+        self.cadence_s = float(cadence_s)
+        self.ctrl = ctrl
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(ctrl, selectors.EVENT_READ, None)
+        self.sources = 0
+        self.stopping = False
+        self.rows = 0
+        self.passes = 0
+        self.pass_s_max = 0.0
+
+    def _control(self) -> None:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(self.ctrl, CTRL_BYTES, 16)
+        except OSError:
+            msg, fds = b"", []
+        if not msg:  # the service is gone: finish with what the channels still hold
+            self.sel.unregister(self.ctrl)
+            self.stopping = True
+            return
+        if msg == b"source":
+            from collector.transport.channel import ChannelReader
+
+            for fd in fds:
+                self.sel.register(fd, selectors.EVENT_READ, ChannelReader(fd))
+                self.sources += 1
+        elif msg == b"stop":
+            self.stopping = True
+
+    def _read(self, reader) -> None:
+        from collector.transport.channel import ChannelError
+
+        try:
+            batch = reader.read()
+        except ChannelError as exc:  # a receive worker died mid-message: its channel is over
+            log.warning("channel %d ended badly: %s", reader.fileno(), exc)
+            batch = None
+        if batch is None:
+            self.sel.unregister(reader.fileno())
+            reader.close()
+            self.sources -= 1
+            return
+        self.rows += len(batch)
+        self.detector.ingest(batch)
+
+    def evaluate(self) -> None:
+        """One analysis pass; its alerts go to the sinks."""
+        t0 = time.monotonic()
+        self.sinks.write_many(self.detector.evaluate())
+        took = time.monotonic() - t0
+        self.passes += 1
+        self.pass_s_max = max(self.pass_s_max, took)
+        if took > self.cadence_s:
+            log.info("analysis pass took %.1f s (cadence %.1f s)", took, self.cadence_s)
+
+    def run(self) -> dict:
+        """Serve until stopped; returns the summary."""
+        next_eval = time.monotonic() + self.cadence_s
+        while not (self.stopping and self.sources == 0):
+            timeout = max(0.0, next_eval - time.monotonic())
+            for key, _ in self.sel.select(timeout):
+                if key.data is None:
+                    self._control()
+                else:
+                    self._read(key.data)
+            if time.monotonic() >= next_eval:
+                self.evaluate()
+                next_eval = time.monotonic() + self.cadence_s
+        self.sinks.write_many(self.detector.flush())
+        self.sinks.close()
+        return {"rows": self.rows, "alerts": self.sinks.written, "passes": self.passes,
+                "longest_pass_s": round(self.pass_s_max, 3)}
+
+
+def analytics_main(ctrl: socket.socket, config_path: str | None, alerts: str | None, cadence: float | None,
+                   threads: int, verbose: int) -> None:
+    """Entry of the analytics process (spawned by AnalyticsProcess)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s[analytics]: %(message)s")
+    import numba
+
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    from analytics.detections.an0005 import Detector
+    from collector.config import load_config
+    from collector.sinks import FanOut, JsonLinesSink
+    from collector.warmup import warm_analytics
+
+    config = load_config(config_path)
+    warm_analytics(config)
+    sinks = FanOut([JsonLinesSink(sys.stdout)] + ([JsonLinesSink.open(alerts)] if alerts and alerts != "-" else []))
+    socket.send_fds(ctrl, [b"ready"], [])
+    loop = AnalyticsLoop(Detector(config), sinks, cadence or config.TimeWindow.cadence_s, ctrl)
+    summary = loop.run()
+    try:
+        ctrl.send(b"done " + json.dumps(summary).encode())
+    except OSError:
+        pass
+
+
+class AnalyticsProcess:
+    """The service's handle on its analytics process: start, hand it channels, stop it."""
+
+    def __init__(self, config_path: str | None, alerts: str | None, cadence: float | None, threads: int,
+                 verbose: int = 0):
+        self._args = (config_path, alerts, cadence, threads, verbose)
+        self.proc: multiprocessing.process.BaseProcess | None = None
+        self._ctrl: socket.socket | None = None
+        self.summary: dict = {}
+
+    def start(self) -> None:
+        """Spawn the process (it compiles or loads its kernels while the receive side does the same)."""
+        ctx = multiprocessing.get_context("spawn")
+        self._ctrl, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.proc = ctx.Process(target=analytics_main, args=(child, *self._args), name="brokerwatch-analytics")
+        self.proc.start()
+        child.close()
+
+    def wait_ready(self, timeout: float = 600.0) -> None:
+        """Block until the process has its kernels ready; RuntimeError if it died first."""
+        self._ctrl.settimeout(timeout)
+        try:
+            msg = self._ctrl.recv(CTRL_BYTES)
+        except socket.timeout:
+            raise RuntimeError(f"the analytics process was not ready within {timeout:g} s") from None
+        finally:
+            self._ctrl.settimeout(None)
+        if msg != b"ready":
+            self.proc.join(5)
+            raise RuntimeError(f"the analytics process failed to start (exit code {self.proc.exitcode})")
+
+    def add_source(self, read_fd: int) -> None:
+        """Hand the read end of a channel to the process (closed here afterwards)."""
+        try:
+            socket.send_fds(self._ctrl, [b"source"], [read_fd])
+        finally:
+            os.close(read_fd)
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.proc is not None and self.proc.is_alive()
+
+    def stop(self, timeout: float = 600.0) -> dict:
+        """Ask for the final pass (after every channel ends) and wait for it; returns the process's summary."""
+        if self.proc is None:
+            return {}
+        try:
+            self._ctrl.send(b"stop")
+            self._ctrl.settimeout(timeout)
+            msg = self._ctrl.recv(CTRL_BYTES)
+            if msg.startswith(b"done "):
+                self.summary = json.loads(msg[5:])
+        except (OSError, ValueError) as exc:
+            log.error("analytics process did not report its stop: %s", exc)
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            log.error("analytics process did not stop within %g s; killing it", timeout)
+            self.proc.kill()
+            self.proc.join()
+        self._ctrl.close()
+        return self.summary
