@@ -6,8 +6,10 @@ receiver's CPU seconds, and records per CPU-second (the figure that does not dep
 
     .venv/bin/python bench/e2e_udp.py [--rate 1000000] [--seconds 5] [--format v5|v9|ipfix]
 
-The brokerwatch receiver is the service's own receive path (socket, UdpReceiver reading into one buffer on uvloop,
-FlowPipeline with its batched numba decode), with the bus replaced by a row counter.
+The brokerwatch receiver is the whole service, `brokerwatch run`, analytics included (a pass every --cadence
+seconds): records count when they reached the analytics process's channel, and CPU is read from /proc per role
+(receive worker, analytics process) between "ready" and the stop. Records per CPU-second compare the receive
+worker's CPU with the peers' (they do no analysis); the analytics process's CPU is printed beside it.
 """
 
 from __future__ import annotations
@@ -109,57 +111,6 @@ def sender(port: int, datagrams: list[bytes], rate_records: float, per: float, s
     return sent
 
 
-def brokerwatch_receiver(port: int, ready_fd: int) -> None:
-    """Child process: the service's receive path, counting decoded rows; prints JSON figures on SIGTERM."""
-    import uvloop
-
-    from collector.pipeline import FlowPipeline
-    from collector.flows.receivers import UdpReceiver, make_receiver, udp_socket
-
-    rows = [0]
-    start_cpu = [0.0]
-    pipeline = FlowPipeline(lambda b: rows.__setitem__(0, rows[0] + len(b)))
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        receiver = make_receiver(udp_socket("127.0.0.1", port), pipeline)
-        receiver.attach(loop)
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-
-        async def tick():
-            while True:
-                await asyncio.sleep(0.2)
-                receiver.flush()
-                pipeline.flush()
-
-        t = asyncio.create_task(tick())
-        ru0 = resource.getrusage(resource.RUSAGE_SELF)
-        start_cpu[0] = ru0.ru_utime + ru0.ru_stime  # start-up (imports, JIT cache load) is not receive work
-        os.write(ready_fd, b"1")
-        await stop.wait()
-        t.cancel()
-        receiver.close(loop)
-        pipeline.flush()
-
-    # warm the JIT cache before measuring
-    from bench.e2e_udp import v5_datagrams as _d
-    from analytics.schema import FlowBatchBuilder
-
-    pipeline.decoders.decode_many(_d(2)[0], [(0, 1)] * 2, 0, FlowBatchBuilder(128))
-    for fx in ("netflow_v9", "ipfix"):
-        from collector.pcap import datagrams as _dg
-
-        warm = [d.payload for d in _dg(str(REPO / "fixtures" / fx / "softflowd_beacon_world.pcap"))]
-        pipeline.decoders.decode_many(warm, [(0, 2)] * len(warm), 0, FlowBatchBuilder(1024))
-    pipeline.decoders = type(pipeline.decoders)(pipeline.counters)  # measured run starts with no templates
-    uvloop.run(main())
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"records": rows[0], "cpu_s": ru.ru_utime + ru.ru_stime - start_cpu[0],
-                      "rejected": pipeline.decoders.rejected(),
-                      "dropped_by_kernel": _udp_drops(port)}), flush=True)
-
-
 def _udp_drops(port: int) -> int:
     """Datagrams the kernel dropped on the socket bound to port (/proc/net/udp 'drops' column), -1 if unknown."""
     try:
@@ -172,26 +123,98 @@ def _udp_drops(port: int) -> int:
     return -1
 
 
-def run_brokerwatch(w: "Workload", rate, seconds) -> dict:
-    port = free_port()
-    ready_r, ready_w = os.pipe()
-    proc = subprocess.Popen([sys.executable, "-c",
-                             f"import sys; sys.path.insert(0, {str(REPO)!r}); from bench.e2e_udp import "
-                             f"brokerwatch_receiver; brokerwatch_receiver({port}, {ready_w})"],
-                            pass_fds=(ready_w,), stdout=subprocess.PIPE, text=True)
-    os.close(ready_w)
-    try:
-        if os.read(ready_r, 1) != b"1":
-            raise RuntimeError("the brokerwatch receiver did not start")
-        sent = sender(port, w.datagrams, rate, w.per, seconds)
-        time.sleep(0.5)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    fig = json.loads(out.strip().splitlines()[-1])
-    fig.update(offered=w.offered(sent), name="brokerwatch (recvmmsg + numba batch)")
-    if fig.get("rejected") or fig.get("dropped_by_kernel", 0) > 0:
-        print(f"brokerwatch: rejected {fig['rejected']}, kernel drops {fig['dropped_by_kernel']}")
+def tree_cpu(pid: int, analytics_pid: int = -1) -> dict[int, tuple[str, float, int]]:
+    """CPU seconds and peak RSS (KiB) of a process and all its descendants, by pid, read from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out, todo = {}, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            stat = open(f"/proc/{p}/stat").read()
+            name = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
+            hwm = next((int(line.split()[1]) for line in open(f"/proc/{p}/status") if line.startswith("VmHWM")), 0)
+            for t in os.listdir(f"/proc/{p}/task"):
+                todo.extend(int(c) for c in open(f"/proc/{p}/task/{t}/children").read().split())
+        except (OSError, ValueError):
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        label = "analytics" if p == analytics_pid else "receive"
+        if b"resource_tracker" in b" ".join(name):
+            label = "tracker"
+        out[p] = (label, (int(fields[11]) + int(fields[12])) / tick, hwm)
+    return out
+
+
+class Service:
+    """`brokerwatch run` (the whole service: receive worker(s) and the analytics process) on free loopback ports."""
+
+    def __init__(self, cadence: float = 2.0, extra: tuple = (), env: dict | None = None):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="bench-bw-")
+        ports = [free_port() for _ in range(3)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "collector.cli", "run", "--listen", "127.0.0.1", "--netflow-port", str(self.port),
+             "--ipfix-port", str(ports[0]), "--sflow-port", str(ports[1]), "--syslog-port", str(ports[2]),
+             "--alerts", str(Path(self.dir) / "alerts.jsonl"), "--state", "", "--cadence", str(cadence), *extra],
+            cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})))
+        self.log = []
+        t0 = time.monotonic()
+        while True:
+            line = self.proc.stderr.readline()
+            if not line:
+                raise RuntimeError("brokerwatch did not start:\n" + "".join(self.log))
+            self.log.append(line)
+            if "ready in" in line:
+                break
+        self.ready_s = time.monotonic() - t0
+        import re
+
+        self.analytics_pid = int(re.search(r"analytics in process (\d+)", line).group(1))
+        self.cpu0 = tree_cpu(self.proc.pid, self.analytics_pid)
+
+    def stop(self) -> dict:
+        """CPU used since ready (per role), then SIGTERM; the summary's figures."""
+        cpu1 = tree_cpu(self.proc.pid, self.analytics_pid)
+        by_role: dict[str, float] = {}
+        hwm: dict[str, int] = {}
+        for pid, (label, cpu, peak) in cpu1.items():
+            by_role[label] = by_role.get(label, 0.0) + cpu - self.cpu0.get(pid, (label, 0.0, 0))[1]
+            hwm[label] = max(hwm.get(label, 0), peak)
+        self.proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        _, err = self.proc.communicate(timeout=600)
+        stop_s = time.monotonic() - t0
+        err = "".join(self.log) + err
+        import ast
+        import re
+
+        lines = re.findall(r"stopped after (\d+) datagrams; records (\{.*?\}); rejected (\{.*?\}); dropped (\d+)"
+                           r"(?:; alerts (\d+); analytics passes (\d+) \(longest ([\d.]+) s\))?", err)
+        if not lines:
+            raise RuntimeError("no summary from brokerwatch:\n" + err[-3000:])
+        records = sum(sum(ast.literal_eval(m[1]).values()) for m in lines)
+        dropped = sum(int(m[3]) for m in lines)
+        main = lines[-1]
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return {"records": records - dropped, "decoded": records, "dropped_channel": dropped,
+                "cpu_s": by_role.get("receive", 0.0), "analytics_cpu_s": by_role.get("analytics", 0.0),
+                "analytics_peak_mib": hwm.get("analytics", 0) / 1024, "receive_peak_mib": hwm.get("receive", 0) / 1024,
+                "alerts": int(main[4] or 0), "passes": int(main[5] or 0), "longest_pass_s": float(main[6] or 0),
+                "stop_s": stop_s, "ready_s": self.ready_s, "dropped_by_kernel": _udp_drops(self.port)}
+
+
+def run_brokerwatch(w: "Workload", rate, seconds, cadence: float = 2.0, extra: tuple = (),
+                    send=None) -> dict:
+    """The whole service, analysis every ``cadence`` seconds; records counted are those that reached the
+    analytics channel (decoded minus dropped at the channel)."""
+    svc = Service(cadence, extra)
+    sent = (send or sender)(svc.port, w.datagrams, rate, w.per, seconds)
+    time.sleep(0.5)
+    fig = svc.stop()
+    fig.update(offered=w.offered(sent), name="brokerwatch run (whole service)")
+    if fig["dropped_channel"] or fig.get("dropped_by_kernel", 0) > 0:
+        print(f"brokerwatch: channel drops {fig['dropped_channel']}, kernel drops {fig['dropped_by_kernel']}")
     return fig
 
 
@@ -275,13 +298,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=1_000_000, help="records/s offered (default 1M)")
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--cadence", type=float, default=2.0, help="brokerwatch's analysis cadence (default 2 s)")
+    ap.add_argument("--workers", type=int, default=1, help="brokerwatch receive workers (default 1)")
     ap.add_argument("--format", choices=sorted(FORMATS), default="v5",
                     help="v5: synthetic 30-record datagrams; v9, ipfix: softflowd's exports in fixtures/")
     args = ap.parse_args()
     w = FORMATS[args.format]()
     print(f"{w.name}, {w.per:.1f} records/datagram, {args.rate:,.0f} records/s offered for {args.seconds:g} s over "
           f"loopback; one receiver at a time")
-    results = [run_brokerwatch(w, args.rate, args.seconds)]
+    results = [run_brokerwatch(w, args.rate, args.seconds, args.cadence, ("--workers", str(args.workers)))]
     for peer in (run_nfcapd, run_nfacctd):
         fig = peer(w, args.rate, args.seconds)
         if fig:
@@ -293,6 +318,9 @@ def main() -> None:
         print(f"{f['name']:44} {f['offered']:>11,} {f['records']:>11,} {loss:>7.2%} {f['cpu_s']:>7.2f} "
               f"{per_cpu:>14,.0f}")
     bw = results[0]
+    print(f"brokerwatch analytics process: {bw['analytics_cpu_s']:.2f} CPU s, {bw['passes']} passes (longest "
+          f"{bw['longest_pass_s']:.3f} s), peak RSS {bw['analytics_peak_mib']:.0f} MiB; receive peak RSS "
+          f"{bw['receive_peak_mib']:.0f} MiB; ready {bw['ready_s']:.1f} s after start, stopped in {bw['stop_s']:.1f} s")
     for f in results[1:]:
         if f["cpu_s"] and bw["cpu_s"]:
             ratio = (bw["records"] / bw["cpu_s"]) / (f["records"] / f["cpu_s"]) if f["records"] else float("inf")

@@ -85,6 +85,16 @@ class AnalyticsLoop:
         self.rows += len(batch)
         self.detector.ingest(batch)
 
+    def _drain(self, budget_s: float = 2.0) -> None:
+        """Read every channel until none has a message waiting (or budget_s is spent)."""
+        end = time.monotonic() + budget_s
+        while time.monotonic() < end:
+            ready = [key for key, _ in self.sel.select(0) if key.data is not None]
+            if not ready:
+                return
+            for key in ready:
+                self._read(key.data)
+
     def evaluate(self) -> None:
         """One analysis pass; its alerts go to the sinks."""
         t0 = time.monotonic()
@@ -105,6 +115,8 @@ class AnalyticsLoop:
                     self._control()
                 else:
                     self._read(key.data)
+            if time.monotonic() >= next_eval:
+                self._drain()  # the pass sees everything already sent, and the channels start it empty
             if time.monotonic() >= next_eval:
                 self.evaluate()
                 next_eval = time.monotonic() + self.cadence_s

@@ -64,9 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: 1)")
     run.add_argument("--analytics-threads", type=int, default=0, metavar="N",
                      help="numba threads of the analytics process (default: cores - 1, so receiving keeps a core)")
-    run.add_argument("--channel-mb", type=int, default=256, metavar="MB",
-                     help="bound of each receive worker's queue towards the analytics process; when it is full "
-                          "batches are dropped and counted, the receive loop never waits (default: 256)")
+    run.add_argument("--channel-mb", type=int, default=1024, metavar="MB",
+                     help="bound of each receive worker's queue towards the analytics process (it holds what "
+                          "arrives during an analysis pass: about 100 bytes a record); when it is full batches are "
+                          "dropped and counted, the receive loop never waits (default: 1024)")
 
     replay = sub.add_parser(
         "replay",
