@@ -189,19 +189,21 @@ class Service:
         import ast
         import re
 
-        lines = re.findall(r"stopped after (\d+) datagrams; records (\{.*?\}); rejected (\{.*?\}); dropped (\d+)"
-                           r"(?:; alerts (\d+); analytics passes (\d+) \(longest ([\d.]+) s\))?", err)
+        lines = re.findall(r"stopped after (\d+) datagrams; records (\{.*?\}); rejected (\{.*?\}); dropped (\d+); "
+                           r"delivered (\d+); kernel drops (-?\d+)(?:; alerts (\d+); analytics passes (\d+) \(longest ([\d.]+) s\))?", err)
         if not lines:
             raise RuntimeError("no summary from brokerwatch:\n" + err[-3000:])
         records = sum(sum(ast.literal_eval(m[1]).values()) for m in lines)
         dropped = sum(int(m[3]) for m in lines)
         main = lines[-1]
+        kernel = sum(max(0, int(m[5])) for m in lines)
         shutil.rmtree(self.dir, ignore_errors=True)
         return {"records": records - dropped, "decoded": records, "dropped_channel": dropped,
                 "cpu_s": by_role.get("receive", 0.0), "analytics_cpu_s": by_role.get("analytics", 0.0),
                 "analytics_peak_mib": hwm.get("analytics", 0) / 1024, "receive_peak_mib": hwm.get("receive", 0) / 1024,
-                "alerts": int(main[4] or 0), "passes": int(main[5] or 0), "longest_pass_s": float(main[6] or 0),
-                "stop_s": stop_s, "ready_s": self.ready_s, "dropped_by_kernel": _udp_drops(self.port)}
+                "alerts": int(main[6] or 0), "passes": int(main[7] or 0), "longest_pass_s": float(main[8] or 0),
+                "stop_s": stop_s, "ready_s": self.ready_s, "dropped_by_kernel": kernel,
+                "delivered": sum(int(m[4]) for m in lines)}
 
 
 def run_brokerwatch(w: "Workload", rate, seconds, cadence: float = 2.0, extra: tuple = (),

@@ -146,11 +146,16 @@ class ReceiveService:
                 on_tick()
 
     def summary(self) -> str:
-        """One line of what moved: datagrams, records by dataset, rejections by reason, rows dropped."""
-        records = {k[0]: v for k, v in self.counters.series("brokerwatch_decoder_records_total").items()}
-        dropped = sum(self.counters.series("brokerwatch_channel_dropped_rows_total").values())
+        """One line of what moved; the counts add up: datagrams received = decoded + rejected, records decoded =
+        delivered to the analytics process + dropped at the channel; the kernel's own drops come before all that."""
+        c = self.counters
+        records = {k[0]: v for k, v in c.series("brokerwatch_decoder_records_total").items()}
+        dropped = sum(c.series("brokerwatch_channel_dropped_rows_total").values())
+        delivered = sum(c.series("brokerwatch_channel_published_rows_total").values())
+        kernel = sum(c.series("brokerwatch_listener_kernel_drops_total").values())
         return (f"{self.pipeline.datagrams} datagrams; records {records}; "
-                f"rejected {self.pipeline.decoders.rejected()}; dropped {dropped}")
+                f"rejected {self.pipeline.decoders.rejected()}; dropped {dropped}; delivered {delivered}; "
+                f"kernel drops {kernel}")
 
 
 def _run_loop(coro):

@@ -13,6 +13,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import errno
+import os
 import socket
 import sys
 import time
@@ -45,6 +46,23 @@ def udp_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     sock.bind((host, port))
     sock.setblocking(False)
     return sock
+
+
+def kernel_drops(sock: socket.socket) -> int:
+    """Datagrams the kernel dropped on this socket because its buffer was full (the ``drops`` column of
+    /proc/net/udp or udp6 for the socket's inode); -1 where that is not readable."""
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if cols[9] == inode:
+                        return int(cols[-1])
+    except (OSError, ValueError, IndexError, StopIteration):
+        pass
+    return -1
 
 
 class UdpReceiver:
@@ -137,11 +155,14 @@ class UdpReceiver:
         self._offs, self._lens, self._hosts, self._times = [], [], [], []
 
     def close(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Drain what is queued, stop reading and close the socket."""
+        """Drain what is queued, stop reading and close the socket (its kernel drops are counted first)."""
         if loop is not None:
             self.detach(loop)
         self.drain(max_fills=1 << 62)  # everything the kernel holds, however much
         self.flush()
+        drops = kernel_drops(self.sock)
+        if drops > 0:
+            self._pipeline.counters.inc("brokerwatch_listener_kernel_drops_total", (self.hint or "flows",), drops)
         self.sock.close()
 
 

@@ -96,3 +96,26 @@ def test_metrics_endpoint_serves_the_counters(tmp_path):
     assert 'brokerwatch_decoder_errors_total{decoder="netflow.v5",reason="truncated"} 1' in text
     assert 'brokerwatch_decoder_records_total{decoder="netflow.v5"} 3' in text
     assert 'brokerwatch_netflow_v5_sequence_lost_total{exporter="127.0.0.1"} 8' in text
+
+
+def test_a_full_channel_drops_and_counts_and_the_counts_add_up(tmp_path):
+    """With no room towards the analytics process every batch is dropped on the receive side, counted, and the
+    summary's counts add up: datagrams = decoded + rejected, records decoded = delivered + dropped."""
+    import re
+
+    from tests.collector.flows.test_netflow_v5 import REC, v5_datagram
+
+    svc = Running(tmp_path, extra=("--channel-mb", "0"))
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(50):
+        s.sendto(v5_datagram([REC] * 20, seq=20 * i), ("127.0.0.1", svc.ports["netflow"]))
+    s.sendto(v5_datagram([REC], count=3), ("127.0.0.1", svc.ports["netflow"]))  # truncated: rejected
+    s.sendto(b"\x00\x05", ("127.0.0.1", svc.ports["netflow"]))  # too short to be anything: rejected
+    result = svc.stop()
+    m = re.search(r"stopped after (\d+) datagrams; .*; dropped (\d+); delivered (\d+); kernel drops (-?\d+); "
+                  r"alerts (\d+)", result["stderr"])
+    datagrams, dropped, delivered, kernel, alerts = map(int, m.groups())
+    assert datagrams == 52 and sum(result["rejected"].values()) == 2
+    assert result["records"] == {"netflow.v5": 1000}
+    assert (dropped, delivered, alerts) == (1000, 0, 0)
+    assert kernel in (0, -1)
