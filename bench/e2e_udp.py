@@ -86,10 +86,15 @@ class Workload:
         return Workload(name, [d.payload for d in datagrams(str(path))])
 
 
-def sender(port: int, datagrams: list[bytes], rate_records: float, per: float, seconds: float) -> int:
-    """Send datagrams round-robin at rate_records/s for seconds; returns datagrams sent."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+def sender(port: int, datagrams: list[bytes], rate_records: float, per: float, seconds: float,
+           exporters: int = 1) -> int:
+    """Send datagrams round-robin at rate_records/s for seconds; returns datagrams sent. With several exporters
+    (sockets, so source ports), each sends whole passes over the datagrams in turn (templates first)."""
+    socks = []
+    for _ in range(exporters):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        socks.append(s)
     dest = ("127.0.0.1", port)
     per_second = rate_records / per
     chunk = max(1, int(per_second / 1000))  # pace in 1 ms steps
@@ -103,7 +108,7 @@ def sender(port: int, datagrams: list[bytes], rate_records: float, per: float, s
         due = int(elapsed * per_second) + chunk
         while sent < due:
             try:
-                s.sendto(datagrams[sent % k], dest)
+                socks[(sent // k) % exporters].sendto(datagrams[sent % k], dest)
             except BlockingIOError:
                 continue
             sent += 1
@@ -207,11 +212,11 @@ class Service:
 
 
 def run_brokerwatch(w: "Workload", rate, seconds, cadence: float = 2.0, extra: tuple = (),
-                    send=None) -> dict:
+                    send=None, exporters: tuple = (), env: dict | None = None) -> dict:
     """The whole service, analysis every ``cadence`` seconds; records counted are those that reached the
     analytics channel (decoded minus dropped at the channel)."""
-    svc = Service(cadence, extra)
-    sent = (send or sender)(svc.port, w.datagrams, rate, w.per, seconds)
+    svc = Service(cadence, extra, env)
+    sent = (send or sender)(svc.port, w.datagrams, rate, w.per, seconds, *exporters)
     time.sleep(0.5)
     fig = svc.stop()
     fig.update(offered=w.offered(sent), name="brokerwatch run (whole service)")
@@ -220,7 +225,7 @@ def run_brokerwatch(w: "Workload", rate, seconds, cadence: float = 2.0, extra: t
     return fig
 
 
-def run_nfcapd(w: "Workload", rate, seconds) -> dict | None:
+def run_nfcapd(w: "Workload", rate, seconds, exporters: int = 1) -> dict | None:
     if not shutil.which("nfcapd"):
         return None
     port = free_port()
@@ -229,7 +234,7 @@ def run_nfcapd(w: "Workload", rate, seconds) -> dict | None:
     proc = subprocess.Popen(["nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", d, "-t", "3600",
                              "-B", str(32 << 20)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
-    sent = sender(port, w.datagrams, rate, w.per, seconds)
+    sent = sender(port, w.datagrams, rate, w.per, seconds, exporters)
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
@@ -246,7 +251,7 @@ def run_nfcapd(w: "Workload", rate, seconds) -> dict | None:
     return {"name": "nfcapd (nfdump, C)", "offered": w.offered(sent), "records": records, "cpu_s": cpu}
 
 
-def run_nfacctd(w: "Workload", rate, seconds) -> dict | None:
+def run_nfacctd(w: "Workload", rate, seconds, exporters: int = 1) -> dict | None:
     if not shutil.which("nfacctd"):
         return None
     port = free_port()
@@ -260,7 +265,7 @@ def run_nfacctd(w: "Workload", rate, seconds) -> dict | None:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(["nfacctd", "-f", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.5)
-    sent = sender(port, w.datagrams, rate, w.per, seconds)
+    sent = sender(port, w.datagrams, rate, w.per, seconds, exporters)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     try:
@@ -302,15 +307,22 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--cadence", type=float, default=2.0, help="brokerwatch's analysis cadence (default 2 s)")
     ap.add_argument("--workers", type=int, default=1, help="brokerwatch receive workers (default 1)")
+    ap.add_argument("--no-peers", action="store_true", help="brokerwatch only")
+    ap.add_argument("--cold", action="store_true",
+                    help="start brokerwatch with an empty NUMBA_CACHE_DIR (cold start: it compiles before it is ready)")
+    ap.add_argument("--exporters", type=int, default=1,
+                    help="sending sockets (source ports): SO_REUSEPORT spreads exporters, not datagrams (default 1)")
     ap.add_argument("--format", choices=sorted(FORMATS), default="v5",
                     help="v5: synthetic 30-record datagrams; v9, ipfix: softflowd's exports in fixtures/")
     args = ap.parse_args()
     w = FORMATS[args.format]()
     print(f"{w.name}, {w.per:.1f} records/datagram, {args.rate:,.0f} records/s offered for {args.seconds:g} s over "
           f"loopback; one receiver at a time")
-    results = [run_brokerwatch(w, args.rate, args.seconds, args.cadence, ("--workers", str(args.workers)))]
-    for peer in (run_nfcapd, run_nfacctd):
-        fig = peer(w, args.rate, args.seconds)
+    env = {"NUMBA_CACHE_DIR": tempfile.mkdtemp(prefix="bench-cold-numba-")} if args.cold else None
+    results = [run_brokerwatch(w, args.rate, args.seconds, args.cadence, ("--workers", str(args.workers)),
+                               exporters=(args.exporters,), env=env)]
+    for peer in () if args.no_peers else (run_nfcapd, run_nfacctd):
+        fig = peer(w, args.rate, args.seconds, args.exporters)
         if fig:
             results.append(fig)
     print(f"{'receiver':44} {'offered':>11} {'received':>11} {'loss':>7} {'cpu s':>7} {'records/cpu-s':>14}")
