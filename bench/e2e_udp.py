@@ -201,6 +201,13 @@ class Service:
         records = sum(sum(ast.literal_eval(m[1]).values()) for m in lines)
         dropped = sum(int(m[3]) for m in lines)
         main = lines[-1]
+        alert_pairs = []
+        try:
+            for line in open(Path(self.dir) / "alerts.jsonl"):
+                a = json.loads(line)
+                alert_pairs.append((a["source"]["ip"], a["destination"]["ip"], a["destination"]["port"]))
+        except OSError:
+            pass
         kernel = sum(max(0, int(m[5])) for m in lines)
         shutil.rmtree(self.dir, ignore_errors=True)
         return {"records": records - dropped, "decoded": records, "dropped_channel": dropped,
@@ -208,7 +215,7 @@ class Service:
                 "analytics_peak_mib": hwm.get("analytics", 0) / 1024, "receive_peak_mib": hwm.get("receive", 0) / 1024,
                 "alerts": int(main[6] or 0), "passes": int(main[7] or 0), "longest_pass_s": float(main[8] or 0),
                 "stop_s": stop_s, "ready_s": self.ready_s, "dropped_by_kernel": kernel,
-                "delivered": sum(int(m[4]) for m in lines)}
+                "delivered": sum(int(m[4]) for m in lines), "alert_pairs": alert_pairs}
 
 
 def run_brokerwatch(w: "Workload", rate, seconds, cadence: float = 2.0, extra: tuple = (),

@@ -127,7 +127,7 @@ class AnalyticsLoop:
 
 
 def analytics_main(ctrl: socket.socket, config_path: str | None, alerts: str | None, cadence: float | None,
-                   threads: int, verbose: int) -> None:
+                   threads: int, verbose: int, window_rows: int = 20_000_000) -> None:
     """Entry of the analytics process (spawned by AnalyticsProcess)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -136,7 +136,7 @@ def analytics_main(ctrl: socket.socket, config_path: str | None, alerts: str | N
     import numba
 
     numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
-    from analytics.detections.an0005 import Detector
+    from analytics.detections.an0005 import Detector, DetectorParams
     from collector.config import load_config
     from collector.sinks import FanOut, JsonLinesSink
     from collector.warmup import warm_analytics
@@ -145,7 +145,7 @@ def analytics_main(ctrl: socket.socket, config_path: str | None, alerts: str | N
     warm_analytics(config)
     sinks = FanOut([JsonLinesSink(sys.stdout)] + ([JsonLinesSink.open(alerts)] if alerts and alerts != "-" else []))
     socket.send_fds(ctrl, [b"ready"], [])
-    loop = AnalyticsLoop(Detector(config), sinks, cadence or config.TimeWindow.cadence_s, ctrl)
+    loop = AnalyticsLoop(Detector(config, DetectorParams(max_rows=window_rows)), sinks, cadence or config.TimeWindow.cadence_s, ctrl)
     summary = loop.run()
     try:
         ctrl.send(b"done " + json.dumps(summary).encode())
@@ -157,8 +157,8 @@ class AnalyticsProcess:
     """The service's handle on its analytics process: start, hand it channels, stop it."""
 
     def __init__(self, config_path: str | None, alerts: str | None, cadence: float | None, threads: int,
-                 verbose: int = 0):
-        self._args = (config_path, alerts, cadence, threads, verbose)
+                 verbose: int = 0, window_rows: int = 20_000_000):
+        self._args = (config_path, alerts, cadence, threads, verbose, window_rows)
         self.proc: multiprocessing.process.BaseProcess | None = None
         self._ctrl: socket.socket | None = None
         self.summary: dict = {}

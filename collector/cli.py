@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: 1)")
     run.add_argument("--analytics-threads", type=int, default=0, metavar="N",
                      help="numba threads of the analytics process (default: cores - 1, so receiving keeps a core)")
+    run.add_argument("--window-rows", type=int, default=20_000_000, metavar="N",
+                     help="the analytics memory budget: flow rows kept over the TimeWindow (pairs seen least "
+                          "recently are evicted whole beyond it; each pair keeps at most 50,000); about 2.5 GB "
+                          "of the analytics process per 10M rows (default: 20,000,000)")
     run.add_argument("--channel-mb", type=int, default=1024, metavar="MB",
                      help="bound of each receive worker's queue towards the analytics process (it holds what "
                           "arrives during an analysis pass: about 100 bytes a record); when it is full batches are "

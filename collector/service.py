@@ -274,7 +274,7 @@ def serve(args: argparse.Namespace) -> int:
         raise UsageError("--workers must be at least 1")
     t0 = time.monotonic()
     analytics = AnalyticsProcess(args.config, args.alerts, args.cadence, args.analytics_threads or default_threads(),
-                                 args.verbose)
+                                 args.verbose, args.window_rows)
     analytics.start()
     pool = WorkerPool(args, analytics)
     try:
