@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -16,10 +17,15 @@ RULE_NAMES = {
 }
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _seconds_text(secs: int) -> str:
+    return _dt.datetime.fromtimestamp(secs, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def rfc3339(ns: int) -> str:
     """RFC 3339 UTC text of a time in ns since the epoch, with microseconds where they are not zero."""
     secs, rem = divmod(int(ns), 1_000_000_000)
-    t = _dt.datetime.fromtimestamp(secs, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    t = _seconds_text(secs)  # cached: records and alerts of one pass share their seconds
     return f"{t}.{rem // 1000:06d}Z" if rem else t + "Z"
 
 

@@ -93,8 +93,10 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=300_000, help="records/s of the main run (default 300k)")
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the main run (default 30 s: 9M records)")
     ap.add_argument("--cadence", type=float, default=2.0, help="analysis cadence (default 2 s)")
-    ap.add_argument("--steps", default="500000,700000,1000000", help="higher rates, run --step-seconds each")
-    ap.add_argument("--step-seconds", type=float, default=10.0)
+    ap.add_argument("--steps", default="500000,700000,1000000,1500000,2000000",
+                    help="higher rates, run --step-seconds each")
+    ap.add_argument("--step-seconds", type=float, default=30.0,
+                    help="length of each higher-rate run (default 30 s: longer than the channel can absorb alone)")
     ap.add_argument("--pairs", type=int, default=512 * 1024)
     ap.add_argument("--no-peer", action="store_true", help="skip nfcapd")
     args = ap.parse_args()

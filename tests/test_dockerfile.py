@@ -22,3 +22,11 @@ def test_ports_user_and_entrypoint():
     assert re.search(r"^USER (?!0\b|root\b)\S+", text, re.M), "the image must not run as root"
     assert 'ENTRYPOINT ["brokerwatch"]' in text and 'CMD ["run"]' in text
     assert re.search(r"^FROM python:3\.\d+-slim", text, re.M)
+
+
+def test_the_image_warms_the_numba_cache_at_build_time():
+    """The service compiles before it binds; in the image that compile happens at build time, into the cache dir."""
+    text = (REPO / "Dockerfile").read_text()
+    assert "NUMBA_CACHE_DIR=/var/cache/brokerwatch/numba" in text
+    assert "brokerwatch warmup" in text
+    assert text.index("brokerwatch warmup") < text.index("USER ")
