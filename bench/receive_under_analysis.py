@@ -51,7 +51,7 @@ def pubsub_datagrams(pairs: int = 512 * 1024) -> list[bytes]:
     return out
 
 
-def day_sender(total_seconds: float):
+def day_sender(total_seconds: float, periodic: bool = False):
     """A sender that stamps each datagram's export time so that the replay covers one day of data time."""
     import socket
 
@@ -75,7 +75,7 @@ def day_sender(total_seconds: float):
                 break
             due = int(elapsed * per_second) + chunk
             while sent < due:
-                b = bufs[order[sent & ((1 << 22) - 1)]]
+                b = bufs[sent % len(bufs) if periodic else order[sent & ((1 << 22) - 1)]]
                 pack(b, 8, T0 + int(DAY * sent / total))
                 try:
                     s.sendto(b, dest)
@@ -99,20 +99,24 @@ def main() -> None:
                     help="length of each higher-rate run (default 30 s: longer than the channel can absorb alone)")
     ap.add_argument("--pairs", type=int, default=512 * 1024)
     ap.add_argument("--no-peer", action="store_true", help="skip nfcapd")
+    ap.add_argument("--periodic", action="store_true",
+                    help="replay the datagrams round-robin instead: every pair recurs at one fixed period, so every "
+                         "pair beacons and each pass is an alert storm (stop and storm figures)")
     args = ap.parse_args()
     w = Workload("NetFlow v5 pub/sub", pubsub_datagrams(args.pairs))
     print(f"{args.pairs:,} pairs, {len(w.datagrams):,} distinct datagrams of 30 records, data time over one day; "
           f"analysis every {args.cadence:g} s")
     print(f"{'rate/s':>10} {'receiver':32} {'offered':>11} {'reached':>11} {'loss':>8} {'chan drop':>10} "
-          f"{'recv cpu':>8} {'ana cpu':>8} {'passes':>6} {'longest':>8} {'ana MiB':>8}")
+          f"{'recv cpu':>8} {'ana cpu':>8} {'passes':>6} {'longest':>8} {'ana MiB':>8} {'alerts':>7} {'stop':>6}")
     first_loss = None
     runs = [(args.rate, args.seconds)] + [(float(r), args.step_seconds) for r in args.steps.split(",") if r]
     for rate, seconds in runs:
-        f = run_brokerwatch(w, rate, seconds, args.cadence, send=day_sender(seconds))
+        f = run_brokerwatch(w, rate, seconds, args.cadence, send=day_sender(seconds, args.periodic))
         loss = 1 - f["records"] / f["offered"] if f["offered"] else 0.0
         print(f"{rate:>10,.0f} {'brokerwatch run':32} {f['offered']:>11,} {f['records']:>11,} {loss:>8.3%} "
               f"{f['dropped_channel']:>10,} {f['cpu_s']:>8.2f} {f['analytics_cpu_s']:>8.2f} {f['passes']:>6} "
-              f"{f['longest_pass_s']:>7.2f}s {f['analytics_peak_mib']:>8.0f}", flush=True)
+              f"{f['longest_pass_s']:>7.2f}s {f['analytics_peak_mib']:>8.0f} {f['alerts']:>7,} {f['stop_s']:>5.1f}s",
+              flush=True)
         if loss > 0.001 and first_loss is None:
             first_loss = rate
         if not args.no_peer:
