@@ -27,6 +27,22 @@ STATE_COLUMNS = ("start_ns", "end_ns", "src_hi", "src_lo", "dst_hi", "dst_lo", "
 _DTYPES = {"topic_score": np.float32}
 
 
+def _append_chunk(state, cols: dict[str, np.ndarray]) -> bool:
+    """Queue rows on a window's pending chunks (checked, typed); True when enough are pending to compact now."""
+    n = len(cols["start_ns"])
+    if n == 0:
+        return False
+    chunk = {}
+    for k in STATE_COLUMNS:
+        v = np.asarray(cols[k])
+        if len(v) != n:
+            raise ValueError(f"column {k} has {len(v)} rows, expected {n}")
+        chunk[k] = v.astype(_DTYPES[k]) if k in _DTYPES else v
+    state._chunks.append(chunk)
+    state._pending += n
+    return state._pending > max(state.max_rows // 4, 1_000_000)
+
+
 @dataclass
 class WindowStats:
     """Counters of what the bounds removed (cumulative)."""
@@ -57,18 +73,7 @@ class PairWindow:
 
     def add(self, cols: dict[str, np.ndarray]) -> None:
         """Append rows (a dict with every STATE_COLUMNS column, equal lengths)."""
-        n = len(cols["start_ns"])
-        if n == 0:
-            return
-        chunk = {}
-        for k in STATE_COLUMNS:
-            v = np.asarray(cols[k])
-            if len(v) != n:
-                raise ValueError(f"column {k} has {len(v)} rows, expected {n}")
-            chunk[k] = v.astype(_DTYPES[k]) if k in _DTYPES else v
-        self._chunks.append(chunk)
-        self._pending += n
-        if self._pending > max(self.max_rows // 4, 1_000_000):  # bound memory between evaluations
+        if _append_chunk(self, cols):  # bound memory between evaluations
             self.snapshot(max(int(c["start_ns"].max()) for c in self._chunks))
 
     def snapshot(self, now_ns: int) -> dict[str, np.ndarray]:
@@ -229,18 +234,7 @@ class PairState:
 
     def add(self, cols: dict[str, np.ndarray]) -> None:
         """Append rows (a dict with every STATE_COLUMNS column, equal lengths)."""
-        n = len(cols["start_ns"])
-        if n == 0:
-            return
-        chunk = {}
-        for k in STATE_COLUMNS:
-            v = np.asarray(cols[k])
-            if len(v) != n:
-                raise ValueError(f"column {k} has {len(v)} rows, expected {n}")
-            chunk[k] = v.astype(_DTYPES[k]) if k in _DTYPES else v
-        self._chunks.append(chunk)
-        self._pending += n
-        if self._pending > max(self.max_rows // 4, 1_000_000):  # bound memory between evaluations (as PairWindow)
+        if _append_chunk(self, cols):  # bound memory between evaluations (as PairWindow)
             latest = max(int(c["start_ns"].max()) for c in self._chunks)
             u = np.flatnonzero(self.used[:self._nslots])
             if len(u):

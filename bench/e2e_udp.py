@@ -15,7 +15,6 @@ worker's CPU with the peers' (they do no analysis); the analytics process's CPU 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import resource
@@ -86,6 +85,18 @@ class Workload:
         return Workload(name, [d.payload for d in datagrams(str(path))])
 
 
+def pace(per_second: float, seconds: float):
+    """Every ~0.5 ms for ``seconds``: how many datagrams should have been sent by now (1 ms ahead)."""
+    chunk = max(1, int(per_second / 1000))
+    t0 = time.perf_counter()
+    while True:
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            return
+        yield int(elapsed * per_second) + chunk
+        time.sleep(0.0005)
+
+
 def sender(port: int, datagrams: list[bytes], rate_records: float, per: float, seconds: float,
            exporters: int = 1) -> int:
     """Send datagrams round-robin at rate_records/s for seconds; returns datagrams sent. With several exporters
@@ -96,23 +107,15 @@ def sender(port: int, datagrams: list[bytes], rate_records: float, per: float, s
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
         socks.append(s)
     dest = ("127.0.0.1", port)
-    per_second = rate_records / per
-    chunk = max(1, int(per_second / 1000))  # pace in 1 ms steps
     sent = 0
-    t0 = time.perf_counter()
     k = len(datagrams)
-    while True:
-        elapsed = time.perf_counter() - t0
-        if elapsed >= seconds:
-            break
-        due = int(elapsed * per_second) + chunk
+    for due in pace(rate_records / per, seconds):
         while sent < due:
             try:
                 socks[(sent // k) % exporters].sendto(datagrams[sent % k], dest)
             except BlockingIOError:
                 continue
             sent += 1
-        time.sleep(0.0005)
     return sent
 
 

@@ -18,7 +18,6 @@ import argparse
 import socket
 import struct
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from bench.e2e_udp import Workload, run_brokerwatch  # noqa: E402
+from bench.e2e_udp import Workload, pace, run_brokerwatch  # noqa: E402
 from bench.receive_under_analysis import DAY, T0, pubsub_datagrams  # noqa: E402
 
 BEACON = ("10.250.0.7", "198.51.100.200", 1883)
@@ -70,16 +69,10 @@ def beaconing_sender(total_seconds: float, random_order: bool):
         rng = np.random.default_rng(9)
         per_second = rate_records / per
         total = per_second * seconds
-        chunk = max(1, int(per_second / 1000))
         pack = struct.Struct(">I").pack_into
         sent = 0
         next_beat = T0 + 30.0
-        t0 = time.perf_counter()
-        while True:
-            elapsed = time.perf_counter() - t0
-            if elapsed >= seconds:
-                break
-            due = int(elapsed * per_second) + chunk
+        for due in pace(per_second, seconds):
             while sent < due:
                 buf = bufs[order[sent & ((1 << 22) - 1)]] if order else bufs[sent % len(bufs)]
                 t_data = T0 + DAY * sent / total
@@ -92,7 +85,6 @@ def beaconing_sender(total_seconds: float, random_order: bool):
                 if t_data >= next_beat:
                     b.sendto(beacon_datagram(int(next_beat)), dest)
                     next_beat += 120.0 * (1 - 0.2 * rng.random())
-            time.sleep(0.0005)
         return sent
 
     return send

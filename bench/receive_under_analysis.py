@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import struct
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.e2e_udp import Workload, run_brokerwatch, run_nfcapd  # noqa: E402
+from bench.e2e_udp import Workload, pace, run_brokerwatch, run_nfcapd  # noqa: E402
 
 T0 = 1_767_225_600  # 2026-01-01
 DAY = 86_400
@@ -65,15 +64,9 @@ def day_sender(total_seconds: float, periodic: bool = False):
         order = np.random.default_rng(5).integers(0, len(bufs), 1 << 22).tolist()  # random recurrences, no period
         per_second = rate_records / per
         total = per_second * seconds
-        chunk = max(1, int(per_second / 1000))
         sent = 0
         pack = struct.Struct(">I").pack_into
-        t0 = time.perf_counter()
-        while True:
-            elapsed = time.perf_counter() - t0
-            if elapsed >= seconds:
-                break
-            due = int(elapsed * per_second) + chunk
+        for due in pace(per_second, seconds):
             while sent < due:
                 b = bufs[sent % len(bufs) if periodic else order[sent & ((1 << 22) - 1)]]
                 pack(b, 8, T0 + int(DAY * sent / total))
@@ -82,7 +75,6 @@ def day_sender(total_seconds: float, periodic: bool = False):
                 except BlockingIOError:
                     continue
                 sent += 1
-            time.sleep(0.0005)
         return sent
 
     return send

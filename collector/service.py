@@ -63,6 +63,7 @@ class ReceiveService:
         self._metrics = None
         self._ipfix_tcp: IpfixTcpServer | None = None
         self.stopping = asyncio.Event()
+        self.failed = False
 
     async def start(self) -> None:
         """Bind every listener; raises OSError (reported as exit 2) when a port cannot be bound."""
@@ -127,8 +128,6 @@ class ReceiveService:
             log.error("background task failed: %r", exc, exc_info=exc)
             self.failed = True
             self.stopping.set()
-
-    failed = False
 
     async def _tick(self, on_tick) -> None:
         """Flush the receive buffers into the channel often; save template state every STATE_EVERY_S."""

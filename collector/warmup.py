@@ -58,7 +58,7 @@ def decode_like_receivers(path: str, pipeline) -> None:
     pipeline.flush()
 
 
-def synthetic_rows(n_beats: int = 64, t0_s: int = 1_767_225_600) -> "object":
+def synthetic_rows(n_beats: int = 64, t0_s: int = 1_767_225_600):
     """A FlowBatch of pub/sub rows: one beaconing pair, one random pair, one long session cut into slices."""
     from analytics.schema import FlowBatchBuilder, ip_to_words
 

@@ -11,7 +11,7 @@ from analytics.schema import APP_PROTOCOLS
 
 
 def alert_ref(self, seg, s: dict, fired: dict, i: int, window_start: int) -> Alert:
-    cfg, p = self.config, self.params
+    cfg = self.config
     k = seg.keys
     b, y = s["beacon"][i], s["bytes"][i]
     dport = int(k["dst_port"][i])
