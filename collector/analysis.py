@@ -47,6 +47,7 @@ class AnalyticsLoop:
         self.sel.register(ctrl, selectors.EVENT_READ, None)
         self.sources = 0
         self.stopping = False
+        self.draining = False
         self.rows = 0
         self.passes = 0
         self.pass_s_max = 0.0
@@ -66,6 +67,8 @@ class AnalyticsLoop:
             for fd in fds:
                 self.sel.register(fd, selectors.EVENT_READ, ChannelReader(fd))
                 self.sources += 1
+        elif msg == b"draining":  # the service is stopping: read what is left, then one final pass
+            self.draining = True
         elif msg == b"stop":
             self.stopping = True
 
@@ -109,12 +112,14 @@ class AnalyticsLoop:
         """Serve until stopped; returns the summary."""
         next_eval = time.monotonic() + self.cadence_s
         while not (self.stopping and self.sources == 0):
-            timeout = max(0.0, next_eval - time.monotonic())
+            timeout = None if next_eval == float("inf") else max(0.0, next_eval - time.monotonic())
             for key, _ in self.sel.select(timeout):
                 if key.data is None:
                     self._control()
                 else:
                     self._read(key.data)
+            if self.draining or self.stopping:
+                next_eval = float("inf")  # no more cadence passes: the final pass covers what the channels still hold
             if time.monotonic() >= next_eval:
                 self._drain()  # the pass sees everything already sent, and the channels start it empty
             if time.monotonic() >= next_eval:
@@ -194,6 +199,13 @@ class AnalyticsProcess:
     def alive(self) -> bool:
         """Whether the process is still running."""
         return self.proc is not None and self.proc.is_alive()
+
+    def draining(self) -> None:
+        """Tell the process the service is stopping: it only reads from now on, until the final pass."""
+        try:
+            self._ctrl.send(b"draining")
+        except OSError:
+            pass
 
     def stop(self, timeout: float = 600.0) -> dict:
         """Ask for the final pass (after every channel ends) and wait for it; returns the process's summary."""

@@ -320,6 +320,7 @@ async def _serve_worker0(args, writer, counters, analytics, pool, t0) -> int:
             pool.check()
 
     await svc.serve(on_tick=supervise)
+    analytics.draining()
     await loop.run_in_executor(None, pool.stop)
     await loop.run_in_executor(None, writer.close)
     summary = await loop.run_in_executor(None, analytics.stop)
