@@ -315,12 +315,9 @@ class Detector:
         nbytes = byte_stats(seg.offsets, e["bytes"], e["packets"], float(self.config.PayloadLengthThreshold))
         pair = seg.pair_of_event()
         sessions = np.bincount(pair[st.is_head], minlength=seg.n_pairs)
-        longest = np.zeros(seg.n_pairs, np.int64)
-        np.maximum.at(longest, pair, st.slices)
-        app = np.zeros(seg.n_pairs, np.uint8)
-        np.maximum.at(app, pair, e["app_proto"])
-        topic = np.zeros(seg.n_pairs, np.float32)
-        np.maximum.at(topic, pair, e["topic_score"])
+        longest = _segment_max(st.slices, seg.offsets, np.int64)
+        app = _segment_max(e["app_proto"], seg.offsets, np.uint8)
+        topic = _segment_max(e["topic_score"], seg.offsets, np.float32)
         first = e["start_ns"][seg.offsets[:-1]]
         last = e["start_ns"][seg.offsets[1:] - 1]
         return {"beacon": beacon, "bytes": nbytes, "sessions": sessions, "longest_session_slices": longest,
@@ -503,6 +500,19 @@ class Detector:
 #: Per-pair entries of the score dict kept between incremental passes.
 _CACHED = ("beacon", "bytes", "sessions", "longest_session_slices", "resolution_s", "dead_s", "pair_timeout_s",
            "app_proto", "topic_score", "first_ns", "last_ns")
+
+
+def _segment_max(values: np.ndarray, offsets: np.ndarray, dtype) -> np.ndarray:
+    """Per pair, the largest value of its events (events grouped by pair; at least 0, as an accumulation from zero).
+
+    ``np.maximum.reduceat`` over the segment starts: ``np.maximum.at`` took seconds on a 20M-row window."""
+    n = len(offsets) - 1
+    out = np.zeros(n, dtype)
+    if n == 0 or len(values) == 0:
+        return out
+    nonempty = offsets[1:] > offsets[:-1]
+    out[nonempty] = np.maximum(np.maximum.reduceat(values, offsets[:-1][nonempty]), 0)
+    return out
 
 
 def _reputation_alerts(label: str) -> bool:

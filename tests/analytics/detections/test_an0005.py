@@ -130,3 +130,20 @@ def test_empty_inputs():
     det = Detector(Config())
     det.ingest(FlowBatch.empty())
     assert det.evaluate(T0 * NS) == [] and det.flush() == []
+
+
+def test_segment_max_equals_the_accumulation_it_replaced():
+    import numpy as np
+
+    from analytics.detections.an0005 import _segment_max
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        counts = rng.integers(0, 4, rng.integers(0, 30))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        for dtype, values in ((np.int64, rng.integers(-3, 9, offsets[-1])),
+                              (np.float32, rng.normal(size=offsets[-1]).astype(np.float32)),
+                              (np.uint8, rng.integers(0, 7, offsets[-1]).astype(np.uint8))):
+            want = np.zeros(len(counts), dtype)
+            np.maximum.at(want, np.repeat(np.arange(len(counts)), counts), values)
+            np.testing.assert_array_equal(_segment_max(values, offsets, dtype), want)
