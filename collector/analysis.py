@@ -7,8 +7,9 @@ ready. Each receiving process gets a channel (collector/transport/channel.py) wh
 process over a control socket (``SCM_RIGHTS``), so a restarted receive worker simply brings a new channel.
 
 The loop reads whichever channel has a batch, feeds the detector, and runs a pass every cadence, timed from the end
-of the previous pass. It stops when the service says so and every channel has ended: a final pass, the sinks
-flushed, and a summary sent back. It ignores SIGINT and SIGTERM (the service coordinates the stop, so that nothing
+of the previous pass. When the service starts to stop it says so first (``draining``): no more cadence passes,
+only reading. It stops when the service says ``stop`` (every receive worker has finished, so the final pass may use
+every core) and every channel has ended: a final pass, the sinks flushed, and a summary sent back. It ignores SIGINT and SIGTERM (the service coordinates the stop, so that nothing
 in flight is lost), and it also stops when the service itself disappears.
 """
 
@@ -69,8 +70,11 @@ class AnalyticsLoop:
                 self.sources += 1
         elif msg == b"draining":  # the service is stopping: read what is left, then one final pass
             self.draining = True
-        elif msg == b"stop":
+        elif msg == b"stop":  # every receive worker has finished: the final pass may use every core
             self.stopping = True
+            import numba
+
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
     def _read(self, reader) -> None:
         from collector.transport.channel import ChannelError
