@@ -243,9 +243,14 @@ class PairState:
 
     def take_dirty(self) -> np.ndarray:
         """Slots whose scored rows may have changed since the last call (sorted, unique)."""
-        d = np.unique(np.concatenate(self._dirty)) if self._dirty else np.zeros(0, np.int64)
+        if not self._dirty:
+            return np.zeros(0, np.int64)
+        size = max([self._nslots] + [int(d.max()) + 1 for d in self._dirty if len(d)])
+        seen = np.zeros(size, bool)  # a mask, not np.unique: that took seconds on millions of slots
+        for d in self._dirty:
+            seen[d] = True
         self._dirty = []
-        return d
+        return np.flatnonzero(seen)
 
     def scored_slots(self) -> np.ndarray:
         """Slots with rows at or before now, in the pair order of group_pairs (by hash)."""

@@ -97,6 +97,7 @@ class Detector:
         self._dpool = np.zeros(0)
         self._dlo = np.zeros(0, np.int64)
         self._dn = np.zeros(0, np.int64)
+        self._fires = np.zeros(0, bool)  # per slot: some analytic fires on its cached scores
         self._dend = 0
         self._dlive = 0
         self._durs = np.zeros(0)
@@ -222,6 +223,7 @@ class Detector:
                 c[name][todo] = s[name]
             c["events"][todo] = sub.counts()
             self._add_durations(todo, sub, cut)
+            self._fires[todo] = self._fired_arrays({name: v[todo] for name, v in w.keys.items()}, s)["any"]
         if n_scored == 0:
             return []
         self._frozen_scores = None
@@ -229,10 +231,11 @@ class Detector:
         self._order = order = order[self._scored[order]]
         window_start = (now_ns // self._window_ns) * self._window_ns
         if window_start != self._alert_ws:  # roll-over: every alert key changes, every firing pair is re-alerted
-            cand = order
+            cand = order[self._fires[order]]
             self._alert_ws = window_start
         else:  # only pairs whose rows changed can change their alerts
-            cand = todo[np.argsort(w.h[todo], kind="stable")]
+            cand = todo[self._fires[todo]]
+            cand = cand[np.argsort(w.h[cand], kind="stable")]
         c = self._cache
         s = {name: c[name][cand] for name in _CACHED + ("events",)}
         keys = {name: v[cand] for name, v in w.keys.items()}
@@ -250,7 +253,7 @@ class Detector:
             out = np.zeros((n,) + v.shape[1:], v.dtype)
             out[:have] = v
             c[name] = out
-        for name in ("_scored", "_dlo", "_dn"):
+        for name in ("_scored", "_dlo", "_dn", "_fires"):
             v = getattr(self, name)
             out = np.zeros(n, v.dtype)
             out[:have] = v
