@@ -276,6 +276,18 @@ def serve(args: argparse.Namespace) -> int:
                                  args.verbose, args.window_rows)
     analytics.start()
     pool = WorkerPool(args, analytics)
+
+    def quit_during_start(signum, _frame) -> None:
+        # Nothing has been received yet, so nothing is lost: end the children and leave at once (a
+        # KeyboardInterrupt raised inside a numba compile was seen swallowed, and a cold start compiles for a minute).
+        print(f"brokerwatch: {signal.Signals(signum).name} during start-up; stopped", file=sys.stderr, flush=True)
+        for proc in [analytics.proc, *pool.procs.values()]:
+            if proc is not None and proc.is_alive():
+                proc.kill()
+        os._exit(0)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):  # until the event loop takes them over
+        signal.signal(sig, quit_during_start)
     try:
         warm_receive()
         analytics.wait_ready()
