@@ -51,17 +51,24 @@ def encode_strings(strings: list[str]) -> tuple[bytes, int]:
 def decode_strings(blob: memoryview, count: int) -> list[str]:
     """The inverse of encode_strings (with the leading "" restored)."""
     if count == 0:
+        if len(blob):
+            raise ChannelError("string bytes without strings")
         return [""]
+    if 4 * count > len(blob):
+        raise ChannelError("string table shorter than its lengths")
     lengths = np.frombuffer(blob, np.uint32, count)
     ends = np.cumsum(lengths, dtype=np.int64) + 4 * count
-    if count and ends[-1] != len(blob):
+    if ends[-1] != len(blob):
         raise ChannelError("string table does not match its lengths")
     text = bytes(blob)
     out = [""]
     start = 4 * count
-    for end in ends.tolist():
-        out.append(text[start:end].decode("utf-8", "surrogatepass"))
-        start = end
+    try:
+        for end in ends.tolist():
+            out.append(text[start:end].decode("utf-8", "surrogatepass"))
+            start = end
+    except UnicodeDecodeError as exc:
+        raise ChannelError(f"string table is not UTF-8: {exc}") from None
     return out
 
 

@@ -100,3 +100,24 @@ def test_a_torn_or_corrupt_stream_is_an_error_not_a_hang(damage):
     with pytest.raises(ChannelError):
         reader.read()
     reader.close()
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=600), st.integers(0, 3), st.integers(0, 40), st.integers(0, 300), st.integers(0, 5))
+def test_any_bytes_on_the_channel_read_as_batches_or_a_channel_error(noise, kind, rows, sbytes, count):
+    """Garbage, or a plausible header before garbage, never raises anything but ChannelError."""
+    r, w = make_pipe()
+    os.write(w, HEADER.pack(kind, rows, sbytes, count) + noise if kind else noise)
+    os.close(w)
+    reader = ChannelReader(r)
+    try:
+        while reader.read() is not None:
+            pass
+    except ChannelError:
+        pass
+    finally:
+        reader.close()
