@@ -103,7 +103,7 @@ class AnalyticsLoop:
                 self._read(key.data)
 
     def evaluate(self) -> None:
-        """One analysis pass; its alerts go to the sinks."""
+        """One analysis pass; its alerts go to the sinks, and the counters to the service (for --metrics)."""
         t0 = time.monotonic()
         self.sinks.write_many(self.detector.evaluate())
         took = time.monotonic() - t0
@@ -111,6 +111,23 @@ class AnalyticsLoop:
         self.pass_s_max = max(self.pass_s_max, took)
         if took > self.cadence_s:
             log.info("analysis pass took %.1f s (cadence %.1f s)", took, self.cadence_s)
+        self._report()
+
+    def counters(self) -> dict[str, int]:
+        """This process's counters, as totals."""
+        w = self.detector.window.stats
+        return {"brokerwatch_analytics_rows_total": self.rows, "brokerwatch_analytics_passes_total": self.passes,
+                "brokerwatch_analytics_alerts_total": self.sinks.written,
+                "brokerwatch_analytics_window_expired_rows_total": w.expired_rows,
+                "brokerwatch_analytics_window_capped_rows_total": w.capped_rows,
+                "brokerwatch_analytics_window_evicted_pairs_total": w.evicted_pairs,
+                "brokerwatch_analytics_window_evicted_rows_total": w.evicted_rows}
+
+    def _report(self) -> None:
+        try:  # never waits: a service that does not read them just misses a report
+            self.ctrl.send(b"counters " + json.dumps(self.counters()).encode(), socket.MSG_DONTWAIT)
+        except OSError:
+            pass
 
     def run(self) -> dict:
         """Serve until stopped; returns the summary."""
@@ -193,6 +210,30 @@ class AnalyticsProcess:
             self.proc.join(5)
             raise RuntimeError(f"the analytics process failed to start (exit code {self.proc.exitcode})")
 
+    def watch(self, loop, counters) -> None:
+        """Copy the counters the process reports after each pass into ``counters`` (for --metrics)."""
+        def readable() -> None:
+            while True:
+                try:
+                    msg = self._ctrl.recv(CTRL_BYTES, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    loop.remove_reader(self._ctrl.fileno())
+                    return
+                if not msg:
+                    loop.remove_reader(self._ctrl.fileno())
+                    return
+                if msg.startswith(b"counters "):
+                    for name, value in json.loads(msg[9:]).items():
+                        counters.set(name, (), value)
+
+        loop.add_reader(self._ctrl.fileno(), readable)
+
+    def unwatch(self, loop) -> None:
+        """Stop copying counters (before ``stop`` reads the control socket itself)."""
+        loop.remove_reader(self._ctrl.fileno())
+
     def add_source(self, read_fd: int) -> None:
         """Hand the read end of a channel to the process (closed here afterwards)."""
         try:
@@ -219,6 +260,8 @@ class AnalyticsProcess:
             self._ctrl.send(b"stop")
             self._ctrl.settimeout(timeout)
             msg = self._ctrl.recv(CTRL_BYTES)
+            while msg.startswith(b"counters "):  # reports sent before the stop
+                msg = self._ctrl.recv(CTRL_BYTES)
             if msg.startswith(b"done "):
                 self.summary = json.loads(msg[5:])
         except (OSError, ValueError) as exc:

@@ -23,6 +23,10 @@ class Counters:
         if n:
             self._values[name][labels] += n
 
+    def set(self, name: str, labels: tuple, value: int) -> None:
+        """Set name{labels} to a total counted elsewhere (another process's counter, reported whole)."""
+        self._values[name][labels] = int(value)
+
     def get(self, name: str, labels: tuple = ()) -> int:
         """Current value of name{labels} (0 if never incremented)."""
         return self._values.get(name, {}).get(labels, 0)

@@ -316,6 +316,7 @@ async def _serve_worker0(args, writer, counters, analytics, pool, t0) -> int:
         await loop.run_in_executor(None, pool.start, args.workers)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, svc.stopping.set)
+    analytics.watch(loop, counters)
     a = args
     print(f"brokerwatch: ready in {time.monotonic() - t0:.1f} s: listening on {a.listen}: netflow/ipfix udp "
           f"{a.netflow_port} and {a.ipfix_port}, ipfix tcp {a.ipfix_port}, sflow udp {a.sflow_port}, syslog "
@@ -332,6 +333,7 @@ async def _serve_worker0(args, writer, counters, analytics, pool, t0) -> int:
             pool.check()
 
     await svc.serve(on_tick=supervise)
+    analytics.unwatch(loop)
     analytics.draining()
     await loop.run_in_executor(None, pool.stop)
     await loop.run_in_executor(None, writer.close)

@@ -119,3 +119,31 @@ def test_a_full_channel_drops_and_counts_and_the_counts_add_up(tmp_path):
     assert result["records"] == {"netflow.v5": 1000}
     assert (dropped, delivered, alerts) == (1000, 0, 0)
     assert kernel in (0, -1)
+
+
+def test_metrics_include_the_analytics_process_counters(tmp_path):
+    """The analytics process reports its counters after each pass; worker 0 serves them with its own."""
+    import re
+    import time
+    import urllib.request
+
+    from tests.collector.flows.test_netflow_v5 import REC, v5_datagram
+    from tests.live import _free_port
+
+    mport = _free_port()
+    svc = Running(tmp_path, extra=("--metrics", f"127.0.0.1:{mport}", "--cadence", "0.2"))
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(v5_datagram([REC] * 7, seq=0), ("127.0.0.1", svc.ports["netflow"]))
+        deadline = time.monotonic() + 60  # a pass every 0.2 s; the bound only ends a broken run
+        rows = None
+        while rows != "7" and time.monotonic() < deadline:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+            m = re.search(r"^brokerwatch_analytics_rows_total (\d+)$", text, re.M)
+            rows = m.group(1) if m else None
+            time.sleep(0.1)
+    finally:
+        svc.stop()
+    assert rows == "7", text
+    assert re.search(r"^brokerwatch_analytics_passes_total [1-9]\d*$", text, re.M)
+    assert "brokerwatch_analytics_window_evicted_rows_total 0" in text
