@@ -27,22 +27,6 @@ STATE_COLUMNS = ("start_ns", "end_ns", "src_hi", "src_lo", "dst_hi", "dst_lo", "
 _DTYPES = {"topic_score": np.float32}
 
 
-def _append_chunk(state, cols: dict[str, np.ndarray]) -> bool:
-    """Queue rows on a window's pending chunks (checked, typed); True when enough are pending to compact now."""
-    n = len(cols["start_ns"])
-    if n == 0:
-        return False
-    chunk = {}
-    for k in STATE_COLUMNS:
-        v = np.asarray(cols[k])
-        if len(v) != n:
-            raise ValueError(f"column {k} has {len(v)} rows, expected {n}")
-        chunk[k] = v.astype(_DTYPES[k]) if k in _DTYPES else v
-    state._chunks.append(chunk)
-    state._pending += n
-    return state._pending > max(state.max_rows // 4, 1_000_000)
-
-
 @dataclass
 class WindowStats:
     """Counters of what the bounds removed (cumulative)."""
@@ -53,8 +37,8 @@ class WindowStats:
     evicted_rows: int = 0
 
 
-class PairWindow:
-    """Bounded per-pair state over a sliding TimeWindow."""
+class _BoundedWindow:
+    """What PairWindow and PairState share: the bounds, and rows queued as chunks until the next compaction."""
 
     def __init__(self, window_s: float, max_per_pair: int = 50_000, max_rows: int = 20_000_000,
                  idle_s: float | None = None):
@@ -64,17 +48,40 @@ class PairWindow:
         self.idle_ns = int((idle_s if idle_s is not None else window_s) * 1e9)
         self.max_per_pair = int(max_per_pair)
         self.max_rows = int(max_rows)
+        self.stats = WindowStats()
         self._chunks: list[dict[str, np.ndarray]] = []
         self._pending = 0
-        self.stats = WindowStats()
+
+    def add(self, cols: dict[str, np.ndarray]) -> None:
+        """Append rows (a dict with every STATE_COLUMNS column, equal lengths)."""
+        n = len(cols["start_ns"])
+        if n == 0:
+            return
+        chunk = {}
+        for k in STATE_COLUMNS:
+            v = np.asarray(cols[k])
+            if len(v) != n:
+                raise ValueError(f"column {k} has {len(v)} rows, expected {n}")
+            chunk[k] = v.astype(_DTYPES[k]) if k in _DTYPES else v
+        self._chunks.append(chunk)
+        self._pending += n
+        if self._pending > max(self.max_rows // 4, 1_000_000):  # bound memory between evaluations
+            self._bound_pending()
+
+    def _bound_pending(self) -> None:
+        """Fold the pending rows into the state now (memory stays bounded between evaluations)."""
+        raise NotImplementedError
+
+
+class PairWindow(_BoundedWindow):
+    """Bounded per-pair state over a sliding TimeWindow."""
+
 
     def __len__(self) -> int:
         return sum(len(c["start_ns"]) for c in self._chunks)
 
-    def add(self, cols: dict[str, np.ndarray]) -> None:
-        """Append rows (a dict with every STATE_COLUMNS column, equal lengths)."""
-        if _append_chunk(self, cols):  # bound memory between evaluations
-            self.snapshot(max(int(c["start_ns"].max()) for c in self._chunks))
+    def _bound_pending(self) -> None:
+        self.snapshot(max(int(c["start_ns"].max()) for c in self._chunks))
 
     def snapshot(self, now_ns: int) -> dict[str, np.ndarray]:
         """The rows of the window ending at now_ns after the bounds; also becomes the new state."""
@@ -188,7 +195,7 @@ def _apply_merge(pool, new, src, to):
         pool[to[k]] = vals[k]
 
 
-class PairState:
+class PairState(_BoundedWindow):
     """PairWindow's incremental twin: rows stay grouped by pair across passes, so a pass costs the new rows and
     the pairs they, expiry and the bounds touch (each pair a time-sorted block of a row pool; a sorted 64-bit hash
     index finds pairs). ``advance(now)`` gives the same rows per pair as ``PairWindow.snapshot(now)`` fed the same
@@ -196,16 +203,8 @@ class PairState:
 
     def __init__(self, window_s: float, max_per_pair: int = 50_000, max_rows: int = 20_000_000,
                  idle_s: float | None = None):
-        if window_s <= 0 or max_per_pair < 1 or max_rows < 1:
-            raise ValueError("window_s, max_per_pair and max_rows must be positive")
-        self.window_ns = int(window_s * 1e9)
-        self.idle_ns = int((idle_s if idle_s is not None else window_s) * 1e9)
-        self.max_per_pair = int(max_per_pair)
-        self.max_rows = int(max_rows)
-        self.stats = WindowStats()
+        super().__init__(window_s, max_per_pair, max_rows, idle_s)
         self.now_ns: int | None = None
-        self._chunks: list[dict[str, np.ndarray]] = []
-        self._pending = 0
         self._seq = 0
         self._ph = np.zeros(0, np.uint64)  # sorted pair hashes
         self._pslot = np.zeros(0, np.int64)  # slot of each
@@ -232,14 +231,12 @@ class PairState:
         """Slots allocated (per-slot arrays have at least this many entries)."""
         return self._nslots
 
-    def add(self, cols: dict[str, np.ndarray]) -> None:
-        """Append rows (a dict with every STATE_COLUMNS column, equal lengths)."""
-        if _append_chunk(self, cols):  # bound memory between evaluations (as PairWindow)
-            latest = max(int(c["start_ns"].max()) for c in self._chunks)
-            u = np.flatnonzero(self.used[:self._nslots])
-            if len(u):
-                latest = max(latest, int(self.pool["start_ns"][self.lo[u] + self.n[u] - 1].max()))
-            self.advance(latest)
+    def _bound_pending(self) -> None:
+        latest = max(int(c["start_ns"].max()) for c in self._chunks)  # as PairWindow: up to the latest row seen
+        u = np.flatnonzero(self.used[:self._nslots])
+        if len(u):
+            latest = max(latest, int(self.pool["start_ns"][self.lo[u] + self.n[u] - 1].max()))
+        self.advance(latest)
 
     def take_dirty(self) -> np.ndarray:
         """Slots whose scored rows may have changed since the last call (sorted, unique)."""
