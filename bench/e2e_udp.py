@@ -120,6 +120,7 @@ class MmsgSender:
             self._msgs[i].msg_hdr.msg_iov = ctypes.addressof(self._iov[i])
             self._msgs[i].msg_hdr.msg_iovlen = 1
         self._size = ctypes.sizeof(_MMsgHdr)
+        self._base = ctypes.addressof(self._msgs)
         self.socks = []
         for _ in range(exporters):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -133,15 +134,8 @@ class MmsgSender:
         i = first % self.k
         n = min(n, self.k - i)
         sock = self.socks[(first // self.k) % len(self.socks)]
-        got = self._send(sock.fileno(), ctypes_addr(self._msgs) + i * self._size, n, 0)
+        got = self._send(sock.fileno(), self._base + i * self._size, n, 0)
         return max(got, 0)
-
-
-def ctypes_addr(obj) -> int:
-    """Address of a ctypes object."""
-    import ctypes
-
-    return ctypes.addressof(obj)
 
 
 def mmsg_sender(port: int, datagrams: list[bytes], rate_records: float, per: float, seconds: float,
@@ -175,18 +169,6 @@ def sender(port: int, datagrams: list[bytes], rate_records: float, per: float, s
                 continue
             sent += 1
     return sent
-
-
-def _udp_drops(port: int) -> int:
-    """Datagrams the kernel dropped on the socket bound to port (/proc/net/udp 'drops' column), -1 if unknown."""
-    try:
-        for line in open("/proc/net/udp").read().splitlines()[1:]:
-            cols = line.split()
-            if int(cols[1].split(":")[1], 16) == port:
-                return int(cols[-1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return -1
 
 
 def tree_cpu(pid: int, analytics_pid: int = -1) -> dict[int, tuple[str, float, int]]:

@@ -25,6 +25,8 @@ import socket
 import sys
 import time
 
+from collector.transport.channel import ChannelError, ChannelReader
+
 log = logging.getLogger("brokerwatch.analysis")
 
 #: Largest control message (a word, or the summary).
@@ -63,8 +65,6 @@ class AnalyticsLoop:
             self.stopping = True
             return
         if msg == b"source":
-            from collector.transport.channel import ChannelReader
-
             for fd in fds:
                 self.sel.register(fd, selectors.EVENT_READ, ChannelReader(fd))
                 self.sources += 1
@@ -77,8 +77,6 @@ class AnalyticsLoop:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
     def _read(self, reader) -> None:
-        from collector.transport.channel import ChannelError
-
         try:
             batch = reader.read()
         except ChannelError as exc:  # a receive worker died mid-message: its channel is over

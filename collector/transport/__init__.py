@@ -1,1 +1,1 @@
-"""Transports between the receive side and the analytics side: the in-process bus (Kafka joins it later)."""
+"""Transports between the receive side and the analytics side: the bounded channel (Kafka joins it later)."""
