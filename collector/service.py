@@ -269,8 +269,10 @@ def serve(args: argparse.Namespace) -> int:
         load_config(args.config)  # a bad config is exit 2 here, before any process starts
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    if args.workers < 1:
-        raise UsageError("--workers must be at least 1")
+    for name, value, least in (("--workers", args.workers, 1), ("--window-rows", args.window_rows, 1),
+                               ("--channel-mb", args.channel_mb, 0), ("--analytics-threads", args.analytics_threads, 0)):
+        if value < least:  # checked before any process starts: a clear exit 2, not a child failing later
+            raise UsageError(f"{name} must be at least {least}, not {value}")
     t0 = time.monotonic()
     analytics = AnalyticsProcess(args.config, args.alerts, args.cadence, args.analytics_threads or default_threads(),
                                  args.verbose, args.window_rows)

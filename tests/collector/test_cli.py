@@ -108,3 +108,11 @@ def test_decode_cuts_an_endless_syslog_line_and_reads_on(tmp_path):
     out = subprocess.run([sys.executable, "-m", "collector.cli", "decode", "--count", str(path)], capture_output=True,
                          text=True, check=True, timeout=120)
     assert json.loads(out.stdout)["records"] == {"syslog.pfsense": 1}
+
+
+@pytest.mark.parametrize("flag, value", [("--workers", "0"), ("--window-rows", "0"), ("--channel-mb", "-1"),
+                                         ("--analytics-threads", "-2")])
+def test_run_rejects_impossible_bounds_before_starting(flag, value, capsys):
+    assert main(["run", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} must be at least" in err and len(err.strip().splitlines()) == 1
