@@ -1,0 +1,1 @@
+"""Host logs (Sysmon, auditd, macOS, osquery) into columnar endpoint events (analytics/endpoint.py)."""

@@ -1,0 +1,211 @@
+"""Host-log bytes into endpoint events: each record's format recognised by content, every rejection counted.
+
+One ``HostLogDecoder`` per input stream (a file, a TCP connection): auditd events span several lines and are
+assembled by serial, so the decoder keeps state between lines; ``finish()`` flushes what is pending.
+
+Formats (each module under ``collector/hostlogs/`` decodes one family):
+- JSON objects, one per line or one per file: Winlogbeat / Elastic Agent, Wazuh, NXLog / flat Sysmon JSON
+  (``sysmon.py``), osquery result logs (``osquery.py``), macOS unified log ``--style ndjson``, eslogger and Elastic
+  Endpoint (``macos.py``). The dialect of every object is decided by its keys (``JSON_DIALECTS``), so one listener
+  takes a mix of forwarders.
+- Rendered Windows event XML (``<Event>`` elements, alone or in ``<Events>``) and EVTX files (``sysmon.py``).
+- Raw ``audit.log`` lines (``auditd.py``).
+Any of them may arrive wrapped in a syslog header (forwarders such as rsyslog/audisp-syslog/NXLog om_udp): the
+header is skipped up to the first ``{``, ``<Event`` or ``type=``/``node=``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Callable
+
+import orjson
+
+from analytics.endpoint import EndpointBatchBuilder
+from collector.hostlogs.errors import HostLogError
+from collector.metrics import Counters, RateLimitedLog
+
+log = logging.getLogger("brokerwatch.hostlogs")
+
+#: A line or JSON document longer than this is rejected unread (``too_large``).
+MAX_RECORD_BYTES = 1 << 20
+
+#: A decoder of one JSON dialect: appends the object's events to the builder and returns how many, or raises
+#: HostLogError. The dataset name it reports is the registry key's dataset.
+JsonDecode = Callable[[dict, EndpointBatchBuilder], int]
+
+#: JSON dialects in the order they are tried: name -> (dataset, detect(obj) -> bool, decode). Filled below from the
+#: format modules; an explicit table, no registration by import side effect.
+JSON_DIALECTS: dict[str, tuple[str, Callable[[dict], bool], JsonDecode]] = {}
+
+
+def _register_dialects() -> None:
+    from collector.hostlogs import macos, osquery, sysmon  # noqa: F401  (each module holds detect/decode pairs)
+
+    for module in (sysmon, osquery, macos):
+        for name, entry in module.DIALECTS.items():
+            JSON_DIALECTS[name] = entry
+
+
+def sniff(head: bytes) -> str:
+    """The format of a host-log file from its first bytes: ``evtx``, ``xml``, ``auditd``, ``json`` or ''."""
+    if head.startswith(b"ElfFile\x00"):
+        return "evtx"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith((b"<?xml", b"<Events", b"<Event ", b"<Event>")):
+        return "xml"
+    if text.startswith((b"type=", b"node=")):
+        return "auditd"
+    if text.startswith((b"{", b"[")):
+        return "json"
+    return ""
+
+
+def _strip_wrapper(line: bytes) -> bytes:
+    """The record inside a syslog-wrapped line (everything from its first ``{``, ``<Event`` or ``type=``)."""
+    if line.startswith((b"{", b"[", b"type=", b"node=", b"<Event", b"<?xml")):
+        return line
+    cuts = [i for i in (line.find(b"{"), line.find(b"<Event"), line.find(b"type="), line.find(b"node=")) if i >= 0]
+    return line[min(cuts):] if cuts else line
+
+
+class HostLogDecoder:
+    """Decodes one stream of host-log records into an EndpointBatchBuilder, counting records and rejections."""
+
+    def __init__(self, counters: Counters | None = None) -> None:
+        if not JSON_DIALECTS:
+            _register_dialects()
+        self.counters = counters if counters is not None else Counters()
+        self.records: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self._log = RateLimitedLog(1.0, log)
+        self._audit = None  # auditd.AuditAssembler, made on the first auditd line
+
+    # -- counting ---------------------------------------------------------------------------------------------
+    def _ok(self, dataset: str, n: int) -> None:
+        if n:
+            self.records[dataset] += n
+            self.counters.inc("brokerwatch_hostlogs_events_total", (dataset,), n)
+
+    def reject(self, reason: str, detail: str = "") -> None:
+        """Count one rejected record (and log it, rate-limited)."""
+        self.rejected[reason] += 1
+        self.counters.inc("brokerwatch_hostlogs_rejected_total", (reason,))
+        self._log.warning(reason, "host log record rejected (%s)%s", reason, f": {detail[:200]}" if detail else "")
+
+    # -- JSON ----------------------------------------------------------------------------------------------------
+    def decode_object(self, obj, b: EndpointBatchBuilder) -> None:
+        """One parsed JSON value: an object of a known dialect, or a list of them."""
+        if isinstance(obj, list):
+            for item in obj:
+                self.decode_object(item, b)
+            return
+        if not isinstance(obj, dict):
+            self.reject("unknown_format", "not a JSON object")
+            return
+        for dataset, detect, decode in JSON_DIALECTS.values():
+            if detect(obj):
+                try:
+                    self._ok(dataset, decode(obj, b))
+                except HostLogError as e:
+                    self.reject(e.reason, str(e))
+                except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+                    self.reject("bad_value", f"{type(e).__name__}: {e}")
+                return
+        self.reject("unknown_format", "JSON object of no known host-log dialect")
+
+    def decode_json(self, data: bytes, b: EndpointBatchBuilder) -> None:
+        """One JSON document (an object, or an array of objects)."""
+        if len(data) > MAX_RECORD_BYTES:
+            self.reject("too_large", f"{len(data)} bytes")
+            return
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            self.reject("json", str(e))
+            return
+        self.decode_object(obj, b)
+
+    # -- lines (files, the TCP listener, syslog-wrapped records) -------------------------------------------------
+    def feed_line(self, line: bytes, b: EndpointBatchBuilder) -> None:
+        """One line of any supported text format (JSON, auditd, an XML event on one line), syslog-wrapped or not."""
+        line = line.strip()
+        if not line:
+            return
+        if len(line) > MAX_RECORD_BYTES:
+            self.reject("too_large", f"{len(line)} bytes")
+            return
+        rec = _strip_wrapper(line)
+        first = rec[:1]
+        if first == b"{" or first == b"[":
+            self.decode_json(rec, b)
+        elif first == b"t" or first == b"n":
+            self._auditd_line(rec, b)
+        elif first == b"<":
+            self.decode_xml(rec, b)
+        else:
+            self.reject("unknown_format", "line of no known host-log format")
+
+    def feed_lines(self, lines, b: EndpointBatchBuilder) -> None:
+        """Every line of an iterable of byte lines."""
+        for line in lines:
+            self.feed_line(line, b)
+
+    def _auditd_line(self, line: bytes, b: EndpointBatchBuilder) -> None:
+        if self._audit is None:
+            from collector.hostlogs.auditd import AuditAssembler
+
+            self._audit = AuditAssembler(self)
+        self._audit.feed(line, b)
+
+    # -- XML and EVTX ----------------------------------------------------------------------------------------------
+    def decode_xml(self, data: bytes, b: EndpointBatchBuilder) -> None:
+        """Rendered Windows event XML: one ``<Event>`` or an ``<Events>`` document."""
+        from collector.hostlogs import sysmon
+
+        sysmon.decode_xml(data, b, self)
+
+    def decode_evtx(self, path: str, b: EndpointBatchBuilder) -> None:
+        """Every record of an EVTX file."""
+        from collector.hostlogs import sysmon
+
+        sysmon.decode_evtx(path, b, self)
+
+    # -- whole files -----------------------------------------------------------------------------------------------
+    def decode_file(self, path: str, b: EndpointBatchBuilder) -> str:
+        """Every record of a host-log file, its format recognised by content; returns the format ('' if none)."""
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        kind = sniff(head)
+        if kind == "evtx":
+            self.decode_evtx(path, b)
+        elif kind == "xml":
+            with open(path, "rb") as f:
+                self.decode_xml(f.read(), b)
+        elif kind == "json" and head.lstrip().startswith(b"[") or kind == "json" and _one_document(path):
+            with open(path, "rb") as f:
+                self.decode_json(f.read(), b)
+        elif kind in ("json", "auditd"):
+            with open(path, "rb") as f:
+                self.feed_lines(f, b)
+        self.finish(b)
+        return kind
+
+    def finish(self, b: EndpointBatchBuilder) -> None:
+        """Flush records held for assembly (auditd events whose last record never came)."""
+        if self._audit is not None:
+            self._audit.flush(b)
+
+
+def _one_document(path: str) -> bool:
+    """True when a JSON file is one (pretty-printed) document rather than JSON lines."""
+    with open(path, "rb") as f:
+        first = f.readline().strip()
+    if first in (b"{", b"["):
+        return True
+    try:
+        orjson.loads(first)
+        return False
+    except orjson.JSONDecodeError:
+        return True

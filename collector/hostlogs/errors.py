@@ -1,0 +1,12 @@
+"""The one exception host-log decoders raise for a record they cannot use."""
+
+from __future__ import annotations
+
+
+class HostLogError(Exception):
+    """A host-log record that is malformed, truncated, hostile or lacks a field it needs; ``reason`` is the counter
+    label (``json``, ``xml``, ``missing_field``, ``too_large``, ``bad_value``, ``unknown_format``, ...)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason

@@ -1,0 +1,3 @@
+"""Placeholder while the osquery decoder is written (this session); DIALECTS is its JSON detect/decode table."""
+
+DIALECTS: dict = {}
