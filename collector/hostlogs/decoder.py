@@ -79,14 +79,21 @@ class HostLogDecoder:
         self.counters = counters if counters is not None else Counters()
         self.records: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
+        self.skipped: Counter[tuple[str, str]] = Counter()
         self._log = RateLimitedLog(1.0, log)
         self._audit = None  # auditd.AuditAssembler, made on the first auditd line
 
     # -- counting ---------------------------------------------------------------------------------------------
-    def _ok(self, dataset: str, n: int) -> None:
+    def count(self, dataset: str, n: int) -> None:
+        """Count n events decoded from dataset."""
         if n:
             self.records[dataset] += n
             self.counters.inc("brokerwatch_hostlogs_events_total", (dataset,), n)
+
+    def skip(self, dataset: str, what: str) -> None:
+        """Count one well-formed record that carries nothing the analytics use (a Sysmon event 11, say)."""
+        self.skipped[(dataset, what)] += 1
+        self.counters.inc("brokerwatch_hostlogs_skipped_total", (dataset, what))
 
     def reject(self, reason: str, detail: str = "") -> None:
         """Count one rejected record (and log it, rate-limited)."""
@@ -107,7 +114,7 @@ class HostLogDecoder:
         for dataset, detect, decode in JSON_DIALECTS.values():
             if detect(obj):
                 try:
-                    self._ok(dataset, decode(obj, b))
+                    self.count(dataset, decode(obj, b))
                 except HostLogError as e:
                     self.reject(e.reason, str(e))
                 except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
