@@ -55,7 +55,10 @@ class Alert:
     @property
     def key(self) -> tuple:
         """(analytic, pair, window): the identity that later evidence updates instead of repeating."""
-        return (self.rule_id, self.src, self.dst, self.dst_port, self.window_start_ns)
+        key = (self.rule_id, self.src, self.dst, self.dst_port, self.window_start_ns)
+        if self.rule_id != "AN0005" and self.process:  # endpoint analytics: one alert per process on the pair
+            key += (self.process.get("name", ""),)
+        return key
 
     @property
     def id(self) -> str:
@@ -70,8 +73,10 @@ class Alert:
             "event": {"kind": "alert", "id": self.id, "severity": severity_of(self.score)},
             "rule": {"id": self.rule_id, "ruleset": "DET0002", "name": RULE_NAMES[self.rule_id]},
             "threat": {"technique": {"id": ["T1071.005"]}, "framework": "MITRE ATT&CK"},
-            "source": {"ip": words_to_ip(*self.src)},
-            "destination": {"ip": words_to_ip(*self.dst), "port": self.dst_port},
+            # (0, 0): an endpoint alert whose host address or broker address no log gave
+            "source": {"ip": words_to_ip(*self.src)} if self.src != (0, 0) else {},
+            "destination": {"ip": words_to_ip(*self.dst), "port": self.dst_port} if self.dst != (0, 0)
+            else {"port": self.dst_port},
             "network": {"protocol": self.protocol},
             "brokerwatch": {"score": round(float(self.score), 1), "revision": self.revision,
                             "window": {"start": rfc3339(self.window_start_ns)}, "evidence": self.evidence},
@@ -81,5 +86,10 @@ class Alert:
         if self.host:
             out["host"] = self.host
         for k, v in self.extra.items():
-            out.setdefault(k, v)
+            have = out.get(k)
+            if isinstance(have, dict) and isinstance(v, dict):
+                for k2, v2 in v.items():
+                    have.setdefault(k2, v2)
+            else:
+                out.setdefault(k, v)
         return out
