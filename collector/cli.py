@@ -78,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the detections offline over captures and logs",
         description="Decode captures of exported datagrams (pcap/pcapng, NetFlow/IPFIX/sFlow/syslog recognised by "
         "content), raw export payloads and syslog text files in the order given, with time taken from the data, "
-        "and write alerts as JSON lines. Progress goes to stderr on long inputs.",
+        "and write alerts as JSON lines. Host-log files (Sysmon JSON/XML/EVTX, auditd, macOS, osquery; recognised "
+        "by content, given in any order among the captures) are read first: they raise the endpoint analytics "
+        "(AN0002-AN0004) and attribute network alerts (AN0005) to the process, host and user that made the "
+        "traffic. Progress goes to stderr on long inputs.",
     )
     replay.add_argument("inputs", nargs="+", metavar="INPUT", help="capture or log files, processed in order")
     replay.add_argument("--config", metavar="FILE", help="YAML config")
@@ -88,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         "decode",
         help="print every normalised record as JSON lines",
         description="Decode the inputs in the order given with one decoder state (templates in one file apply to "
-        "data in the next) and print one JSON object per record on stdout, nothing else.",
+        "data in the next) and print one JSON object per record on stdout, nothing else: flow records from "
+        "captures, export payloads and firewall syslog; endpoint events (process_start, network_connect, "
+        "dns_query, ...) from host logs (Sysmon JSON/XML/EVTX, auditd, macOS, osquery), each recognised by content.",
     )
     decode.add_argument("inputs", nargs="+", metavar="INPUT", help="capture or log files, processed in order")
     decode.add_argument("--count", action="store_true",
@@ -124,26 +129,40 @@ def _progress_printer():
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    """``brokerwatch decode``."""
+    """``brokerwatch decode``: flow records and endpoint events, input by input in the order given."""
     from analytics.schema import dataset_name
     from collector.ecs import dumps, flow_records
-    from collector.inputs import InputError, OfflineSource
+    from collector.inputs import InputError, OfflineSource, is_hostlog
 
     src = OfflineSource(progress=_progress_printer())
     counts: dict[str, int] = {}
     out = sys.stdout
     try:
-        for batch in src.batches(args.inputs):
-            if args.count:
-                ids, n = _value_counts(batch.columns["dataset"])
-                for i, k in zip(ids, n):
-                    counts[dataset_name(int(i))] = counts.get(dataset_name(int(i)), 0) + int(k)
-            else:
-                out.write("".join(dumps(r) + "\n" for r in flow_records(batch)))
+        src.check(args.inputs)
+        for path in args.inputs:
+            if is_hostlog(path):
+                for eb in src.endpoint_batches([path]):
+                    if args.count:
+                        ids, n = _value_counts(eb.rows["dataset"])
+                        for i, k in zip(ids, n):
+                            counts[dataset_name(int(i))] = counts.get(dataset_name(int(i)), 0) + int(k)
+                    else:
+                        out.write("".join(dumps(eb.to_ecs(i)) + "\n" for i in range(len(eb))))
+                continue
+            for batch in src.batches([path]):
+                if args.count:
+                    ids, n = _value_counts(batch.columns["dataset"])
+                    for i, k in zip(ids, n):
+                        counts[dataset_name(int(i))] = counts.get(dataset_name(int(i)), 0) + int(k)
+                else:
+                    out.write("".join(dumps(r) + "\n" for r in flow_records(batch)))
     except InputError as exc:
         raise UsageError(str(exc)) from None
     if args.count:
-        out.write(json.dumps({"records": counts, "rejected": src.decoders.rejected()}) + "\n")
+        rejected = dict(src.decoders.rejected())
+        for reason, n in src.hostlog_rejected.items():
+            rejected[f"hostlog.{reason}"] = rejected.get(f"hostlog.{reason}", 0) + n
+        out.write(json.dumps({"records": counts, "rejected": rejected}) + "\n")
     return EXIT_OK
 
 

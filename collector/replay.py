@@ -7,16 +7,22 @@ import sys
 from typing import Callable
 
 from analytics.detections.an0005 import Detector
+from analytics.detections.endpoint import EndpointDetector
 from collector.config import ConfigError, load_config
 from collector.errors import UsageError
-from collector.inputs import InputError, OfflineSource
+from collector.inputs import InputError, OfflineSource, is_hostlog
 from collector.sinks import FanOut, JsonLinesSink
 
 NS = 1_000_000_000
 
 
 def replay(args: argparse.Namespace, progress: Callable | None = None) -> int:
-    """Decode the inputs in order, evaluate on the data's own cadence, write alerts; returns the exit code."""
+    """Decode the inputs in order, evaluate on the data's own cadence, write alerts; returns the exit code.
+
+    Host logs are read before the flow inputs whatever their place on the command line: they are small beside
+    the flows, and process contexts, DNS answers and endpoint connections must be known when a flow alert is
+    attributed. Endpoint alerts are evaluated on the same data-time cadence as the network ones.
+    """
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -25,22 +31,30 @@ def replay(args: argparse.Namespace, progress: Callable | None = None) -> int:
     out = FanOut(sinks)
     source = OfflineSource(progress=progress)
     detector = Detector(config)
+    endpoint = EndpointDetector(config)
     cadence = int(config.TimeWindow.cadence_s * NS)
     window = int(config.TimeWindow.window_s * NS)
     next_eval = None
     try:
-        for batch in source.batches(args.inputs):
+        source.check(args.inputs)
+        hostlogs = [p for p in args.inputs if is_hostlog(p)]
+        flows = [p for p in args.inputs if p not in hostlogs]
+        for eb in source.endpoint_batches(hostlogs):
+            endpoint.ingest(eb)
+        for batch in source.batches(flows):
             detector.ingest(batch)
+            endpoint.observe_flows(batch)
             now = detector.latest_ns
             if next_eval is None:
                 next_eval = (now // cadence + 1) * cadence
             if now - next_eval > window:  # a jump in data time: no point evaluating every empty step
                 next_eval = (now // cadence) * cadence
             while now >= next_eval:
-                for alert in detector.evaluate(next_eval):
+                for alert in endpoint.attribute(detector.evaluate(next_eval)) + endpoint.evaluate(next_eval):
                     out.write(alert)
                 next_eval += cadence
-        for alert in detector.flush():
+        last = max(detector.latest_ns, endpoint.latest_ns)
+        for alert in endpoint.attribute(detector.flush()) + endpoint.evaluate(last):
             out.write(alert)
     except InputError as exc:
         raise UsageError(str(exc)) from None
@@ -49,4 +63,6 @@ def replay(args: argparse.Namespace, progress: Callable | None = None) -> int:
     rejected = source.decoders.rejected()
     if rejected:
         print(f"brokerwatch: rejected datagrams: {rejected}", file=sys.stderr)
+    if source.hostlog_rejected:
+        print(f"brokerwatch: rejected host-log records: {dict(source.hostlog_rejected)}", file=sys.stderr)
     return 0
