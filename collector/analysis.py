@@ -25,6 +25,7 @@ import socket
 import sys
 import time
 
+from analytics.endpoint import EndpointBatch
 from collector.transport.channel import ChannelError, ChannelReader
 
 log = logging.getLogger("brokerwatch.analysis")
@@ -41,8 +42,10 @@ def default_threads() -> int:
 class AnalyticsLoop:
     """The analytics process's loop: channels in, detector passes on a cadence, alerts to the sinks."""
 
-    def __init__(self, detector, sinks, cadence_s: float, ctrl: socket.socket):
+    def __init__(self, detector, sinks, cadence_s: float, ctrl: socket.socket, endpoint=None):
         self.detector = detector
+        # the endpoint analytics (AN0002-AN0004, attribution of AN0005 alerts); None runs the network ones alone
+        self.endpoint = endpoint
         self.sinks = sinks
         self.cadence_s = float(cadence_s)
         self.ctrl = ctrl
@@ -52,6 +55,7 @@ class AnalyticsLoop:
         self.stopping = False
         self.draining = False
         self.rows = 0
+        self.endpoint_rows = 0
         self.passes = 0
         self.pass_s_max = 0.0
 
@@ -87,8 +91,15 @@ class AnalyticsLoop:
             reader.close()
             self.sources -= 1
             return
+        if isinstance(batch, EndpointBatch):
+            self.endpoint_rows += len(batch)
+            if self.endpoint is not None:
+                self.endpoint.ingest(batch)
+            return
         self.rows += len(batch)
         self.detector.ingest(batch)
+        if self.endpoint is not None:
+            self.endpoint.observe_flows(batch)
 
     def _drain(self, budget_s: float = 2.0) -> None:
         """Read every channel until none has a message waiting (or budget_s is spent)."""
@@ -103,7 +114,7 @@ class AnalyticsLoop:
     def evaluate(self) -> None:
         """One analysis pass; its alerts go to the sinks, and the counters to the service (for --metrics)."""
         t0 = time.monotonic()
-        self.sinks.write_many(self.detector.evaluate())
+        self.sinks.write_many(self._alerts(self.detector.evaluate()))
         took = time.monotonic() - t0
         self.passes += 1
         self.pass_s_max = max(self.pass_s_max, took)
@@ -111,10 +122,18 @@ class AnalyticsLoop:
             log.info("analysis pass took %.1f s (cadence %.1f s)", took, self.cadence_s)
         self._report()
 
+    def _alerts(self, network: list) -> list:
+        """A pass's network alerts, attributed to processes, and the endpoint analytics' alerts."""
+        if self.endpoint is None:
+            return network
+        return self.endpoint.attribute(network) + self.endpoint.evaluate(
+            max(self.detector.latest_ns, self.endpoint.latest_ns))
+
     def counters(self) -> dict[str, int]:
         """This process's counters, as totals."""
         w = self.detector.window.stats
-        return {"brokerwatch_analytics_rows_total": self.rows, "brokerwatch_analytics_passes_total": self.passes,
+        extra = self.endpoint.counters() if self.endpoint is not None else {}
+        return {**extra, "brokerwatch_analytics_endpoint_rows_total": self.endpoint_rows,"brokerwatch_analytics_rows_total": self.rows, "brokerwatch_analytics_passes_total": self.passes,
                 "brokerwatch_analytics_alerts_total": self.sinks.written,
                 "brokerwatch_analytics_window_expired_rows_total": w.expired_rows,
                 "brokerwatch_analytics_window_capped_rows_total": w.capped_rows,
@@ -144,7 +163,7 @@ class AnalyticsLoop:
             if time.monotonic() >= next_eval:
                 self.evaluate()
                 next_eval = time.monotonic() + self.cadence_s
-        self.sinks.write_many(self.detector.flush())
+        self.sinks.write_many(self._alerts(self.detector.flush()))
         self.sinks.close()
         return {"rows": self.rows, "alerts": self.sinks.written, "passes": self.passes,
                 "longest_pass_s": round(self.pass_s_max, 3)}
@@ -161,6 +180,7 @@ def analytics_main(ctrl: socket.socket, config_path: str | None, alerts: str | N
 
     numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
     from analytics.detections.an0005 import Detector, DetectorParams
+    from analytics.detections.endpoint import EndpointDetector
     from collector.config import load_config
     from collector.sinks import FanOut, JsonLinesSink
     from collector.warmup import warm_analytics
@@ -169,7 +189,8 @@ def analytics_main(ctrl: socket.socket, config_path: str | None, alerts: str | N
     warm_analytics(config)
     sinks = FanOut([JsonLinesSink(sys.stdout)] + ([JsonLinesSink.open(alerts)] if alerts and alerts != "-" else []))
     socket.send_fds(ctrl, [b"ready"], [])
-    loop = AnalyticsLoop(Detector(config, DetectorParams(max_rows=window_rows)), sinks, cadence or config.TimeWindow.cadence_s, ctrl)
+    loop = AnalyticsLoop(Detector(config, DetectorParams(max_rows=window_rows)), sinks,
+                         cadence or config.TimeWindow.cadence_s, ctrl, EndpointDetector(config))
     summary = loop.run()
     try:
         ctrl.send(b"done " + json.dumps(summary).encode())

@@ -21,6 +21,7 @@ import threading
 
 import numpy as np
 
+from analytics.endpoint import ENDPOINT_DTYPE, EndpointBatch
 from analytics.schema import FLOW_DTYPE, FlowBatch
 
 log = logging.getLogger("brokerwatch.channel")
@@ -28,7 +29,10 @@ log = logging.getLogger("brokerwatch.channel")
 #: kind, rows, string-table bytes, string count.
 HEADER = struct.Struct("<IIII")
 KIND_ROWS = 1
+#: A message of endpoint events (ENDPOINT_DTYPE rows) from the host-log listeners.
+KIND_ENDPOINT = 2
 ROW_BYTES = FLOW_DTYPE.itemsize
+_ROW_DTYPES = {KIND_ROWS: FLOW_DTYPE, KIND_ENDPOINT: ENDPOINT_DTYPE}
 #: Pipe capacity asked for (Linux caps it at /proc/sys/fs/pipe-max-size, 1 MiB by default).
 PIPE_BYTES = 1 << 20
 #: Largest body a reader accepts: a corrupt header must not make it allocate without bound.
@@ -110,24 +114,30 @@ class ChannelWriter:
             return True
         return self.publish_rows(batch.to_rows(), batch.strings)
 
-    def publish_rows(self, rows: np.ndarray, strings: list[str]) -> bool:
-        """Queue FLOW_DTYPE rows with their string table (copied: the caller may reuse its buffer)."""
+    def publish_endpoint(self, batch: EndpointBatch) -> bool:
+        """Queue a batch of endpoint events; False (counted as dropped) when the queue is full or the reader gone."""
+        return self.publish_rows(batch.rows, batch.strings, KIND_ENDPOINT)
+
+    def publish_rows(self, rows: np.ndarray, strings: list[str], kind: int = KIND_ROWS) -> bool:
+        """Queue FLOW_DTYPE rows (ENDPOINT_DTYPE for KIND_ENDPOINT) with their string table (copied: the caller may
+        reuse its buffer)."""
         n = len(rows)
         if n == 0:
             return True
         blob, count = encode_strings(strings)
-        size = HEADER.size + n * ROW_BYTES + len(blob)
+        size = HEADER.size + n * rows.dtype.itemsize + len(blob)
         with self._cond:
             if self.broken or self._closing or self._queued + size > self.max_bytes:
                 reason = "closed" if self.broken or self._closing else "full"
                 self._counters.inc("brokerwatch_channel_dropped_rows_total", (reason,), n)
                 return False
-            msg = b"".join((HEADER.pack(KIND_ROWS, n, len(blob), count),
+            msg = b"".join((HEADER.pack(kind, n, len(blob), count),
                             np.ascontiguousarray(rows).view(np.uint8), blob))
             self._queue.append(msg)
             self._queued += size
             self._cond.notify()
-        self._counters.inc("brokerwatch_channel_published_rows_total", ("flows",), n)
+        self._counters.inc("brokerwatch_channel_published_rows_total",
+                           ("flows" if kind == KIND_ROWS else "endpoint",), n)
         return True
 
     def _run(self) -> None:
@@ -175,6 +185,7 @@ class ChannelReader:
         self.fd = fd
         self._file = os.fdopen(fd, "rb", buffering=0)
         self.rows = 0
+        self.endpoint_rows = 0
 
     def fileno(self) -> int:
         """The pipe's descriptor (for selectors)."""
@@ -193,20 +204,24 @@ class ChannelReader:
             got += k
         return buf
 
-    def read(self) -> FlowBatch | None:
-        """The next batch (blocking until it is whole); None at the end of the stream."""
+    def read(self) -> FlowBatch | EndpointBatch | None:
+        """The next batch, flows or endpoint events (blocking until it is whole); None at the end of the stream."""
         head = self._read_exact(HEADER.size)
         if head is None:
             return None
         kind, n, sbytes, count = HEADER.unpack(head)
-        body_len = n * ROW_BYTES + sbytes
-        if kind != KIND_ROWS or body_len > MAX_BODY:
+        dtype = _ROW_DTYPES.get(kind)
+        body_len = n * (dtype.itemsize if dtype is not None else 0) + sbytes
+        if dtype is None or body_len > MAX_BODY:
             raise ChannelError(f"bad message header (kind {kind}, {n} rows, {sbytes} string bytes)")
         body = self._read_exact(body_len)
         if body is None:
             raise ChannelError("stream ended after a header")
-        rows = np.frombuffer(body, FLOW_DTYPE, n)
-        strings = decode_strings(memoryview(body)[n * ROW_BYTES:], count)
+        rows = np.frombuffer(body, dtype, n)
+        strings = decode_strings(memoryview(body)[n * dtype.itemsize:], count)
+        if kind == KIND_ENDPOINT:
+            self.endpoint_rows += n
+            return EndpointBatch(rows.copy(), strings)
         self.rows += n
         return FlowBatch.from_rows(rows, strings)
 
