@@ -50,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ipfix-port", type=int, default=4739, metavar="PORT", help="IPFIX UDP and TCP port (4739)")
     run.add_argument("--sflow-port", type=int, default=6343, metavar="PORT", help="sFlow UDP port (6343)")
     run.add_argument("--syslog-port", type=int, default=5514, metavar="PORT", help="syslog UDP port (5514)")
+    run.add_argument("--hostlog-port", type=int, default=5515, metavar="PORT",
+                     help="TCP port for host logs as lines: Sysmon (Winlogbeat/Elastic Agent/NXLog/Wazuh JSON, event "
+                          "XML), auditd, macOS (eslogger, unified log ndjson, Elastic Endpoint), osquery results "
+                          "(5515; 0 to turn it off). Host-log records wrapped in syslog are taken on the syslog "
+                          "port too")
+    run.add_argument("--hostlog-tls-cert", metavar="FILE", help="serve the host-log port over TLS with this "
+                     "certificate chain (PEM; needs --hostlog-tls-key)")
+    run.add_argument("--hostlog-tls-key", metavar="FILE", help="the private key of --hostlog-tls-cert (PEM)")
     run.add_argument("--cadence", type=float, metavar="SECONDS",
                      help="seconds between analysis passes (default: from TimeWindow.cadence)")
     run.add_argument("--metrics", metavar="HOST:PORT",

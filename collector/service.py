@@ -90,9 +90,19 @@ class ReceiveService:
         await self._ipfix_tcp.start(a.listen, a.ipfix_port, self.reuse_port)
         from collector.syslog.listener import start_syslog_listeners
 
+        from collector.hostlogs.listener import HostLogListener, SyslogHostLogRouter, tls_context
+
+        router = SyslogHostLogRouter(self.writer.publish_endpoint, self.counters)
         self._closers.extend(await start_syslog_listeners(a.listen, a.syslog_port, a.syslog_port,
                                                           self.pipeline.on_rows, self.counters,
-                                                          reuse_port=self.reuse_port))
+                                                          reuse_port=self.reuse_port, hostlogs=router))
+        self._closers.append(router)
+        if getattr(a, "hostlog_port", None):
+            ctx = tls_context(a.hostlog_tls_cert, a.hostlog_tls_key) if getattr(a, "hostlog_tls_cert", None) else None
+            listener = HostLogListener(self.writer.publish_endpoint, self.counters)
+            self._closers.append(await listener.start(a.listen, a.hostlog_port, ctx, self.reuse_port))
+            log.info("worker %d listening for host logs on %s %s:%d", self.index, "tls" if ctx else "tcp",
+                     a.listen, listener.port)
 
     async def serve(self, on_tick=None) -> None:
         """Receive until ``stopping`` is set, then drain and flush everything into the channel."""
@@ -273,6 +283,12 @@ def serve(args: argparse.Namespace) -> int:
                                ("--channel-mb", args.channel_mb, 0), ("--analytics-threads", args.analytics_threads, 0)):
         if value < least:  # checked before any process starts: a clear exit 2, not a child failing later
             raise UsageError(f"{name} must be at least {least}, not {value}")
+    cert, key = getattr(args, "hostlog_tls_cert", None), getattr(args, "hostlog_tls_key", None)
+    if (cert is None) != (key is None):
+        raise UsageError("--hostlog-tls-cert and --hostlog-tls-key go together")
+    for path in (cert, key):
+        if path is not None and not os.access(path, os.R_OK):
+            raise UsageError(f"{path}: not readable")
     t0 = time.monotonic()
     analytics = AnalyticsProcess(args.config, args.alerts, args.cadence, args.analytics_threads or default_threads(),
                                  args.verbose, args.window_rows)
@@ -322,7 +338,7 @@ async def _serve_worker0(args, writer, counters, analytics, pool, t0) -> int:
     a = args
     print(f"brokerwatch: ready in {time.monotonic() - t0:.1f} s: listening on {a.listen}: netflow/ipfix udp "
           f"{a.netflow_port} and {a.ipfix_port}, ipfix tcp {a.ipfix_port}, sflow udp {a.sflow_port}, syslog "
-          f"{a.syslog_port}; {a.workers} receive worker(s), analytics in process {analytics.proc.pid}",
+          f"{a.syslog_port}, host logs tcp {a.hostlog_port}; {a.workers} receive worker(s), analytics in process {analytics.proc.pid}",
           file=sys.stderr, flush=True)
     lost = []
 

@@ -43,10 +43,13 @@ def _peer_words(peer) -> tuple[int, int]:
 class _Sink:
     """The shared parser and builder; flushes rows to on_rows once per loop pass."""
 
-    def __init__(self, on_rows: Callable[[FlowBatch], None], counters: Counters, parser: SyslogParser):
+    def __init__(self, on_rows: Callable[[FlowBatch], None], counters: Counters, parser: SyslogParser,
+                 hostlogs=None):
         self.on_rows = on_rows
         self.counters = counters
         self.parser = parser
+        # collector.hostlogs.listener.SyslogHostLogRouter: host-log records forwarded over syslog go there
+        self.route = hostlogs.route if hostlogs is not None else (lambda lines: lines)
         self.builder = FlowBatchBuilder(4096)
         self._scheduled = False
         self._loop = asyncio.get_running_loop()
@@ -118,7 +121,7 @@ class _UdpReader:
                     lines.append(d)
                 else:
                     lines += [p for p in d.split(b"\n") if p.strip()]
-            sink.parser.feed_lines(lines, _peer_words((host,)), now, sink.builder)
+            sink.parser.feed_lines(sink.route(lines), _peer_words((host,)), now, sink.builder)
         sink.rows_added()
 
     def close(self) -> None:
@@ -162,7 +165,7 @@ class _TcpProtocol(asyncio.Protocol):
             return
         now = time.time_ns()
         self.sink.counters.inc("brokerwatch_syslog_messages_total", ("tcp",), len(messages))
-        self.sink.parser.feed_lines(messages, self.peer, now, self.sink.builder)
+        self.sink.parser.feed_lines(self.sink.route(messages), self.peer, now, self.sink.builder)
         self.sink.rows_added()
 
     def eof_received(self):
@@ -209,16 +212,17 @@ async def start_syslog_listeners(host: str, udp_port: int | None, tcp_port: int 
                                  on_rows: Callable[[FlowBatch], None], counters: Counters,
                                  tls_cert: str | None = None, tls_key: str | None = None,
                                  parser: SyslogParser | None = None,
-                                 max_message: int = MAX_MESSAGE, reuse_port: bool = False) -> list:
+                                 max_message: int = MAX_MESSAGE, reuse_port: bool = False, hostlogs=None) -> list:
     """Start the UDP and TCP syslog servers (TCP over TLS when a cert and key are given; a port of None skips one).
 
     Returns the closeables (each with ``close()`` and ``port``), UDP first. ``on_rows(batch)`` gets a FlowBatch per
     event-loop pass in which rows were made. ``reuse_port`` sets SO_REUSEPORT (several receive workers).
+    ``hostlogs`` (a SyslogHostLogRouter) takes the lines that are host-log records (syslog-wrapped JSON, auditd).
     """
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("TLS needs both a certificate and a key")
     parser = parser if parser is not None else SyslogParser(counters)
-    sink = _Sink(on_rows, counters, parser)
+    sink = _Sink(on_rows, counters, parser, hostlogs)
     loop = asyncio.get_running_loop()
     out: list = []
     if udp_port is not None:
