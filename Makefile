@@ -6,8 +6,9 @@ PYTHON    ?= python3
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 # Real peers the tests drive: tshark (decoding oracle), softflowd/pmacct/nfdump (exporters, collectors),
-# tcpdump (capturing exports on loopback), mosquitto (live MQTT traffic), util-linux's logger (syslog client).
-TEST_DEBS := tshark softflowd pmacct nfdump tcpdump mosquitto mosquitto-clients bsdutils
+# tcpdump (capturing exports on loopback), mosquitto (live MQTT traffic), util-linux's logger (syslog client),
+# chromium (headless: loads the HTML report, takes its screenshot).
+TEST_DEBS := tshark softflowd pmacct nfdump tcpdump mosquitto mosquitto-clients bsdutils chromium
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 

@@ -1,4 +1,4 @@
-"""The ``brokerwatch`` command line: run, replay, decode, config check (DESIGN §3).
+"""The ``brokerwatch`` command line: run, replay, decode, report, rules export, config check (DESIGN §3).
 
 Exit codes: 0 success, 2 bad usage / bad config / unreadable input (one-line reason on stderr), 1 internal error.
 """
@@ -89,11 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and write alerts as JSON lines. Host-log files (Sysmon JSON/XML/EVTX, auditd, macOS, osquery; recognised "
         "by content, given in any order among the captures) are read first: they raise the endpoint analytics "
         "(AN0002-AN0004) and attribute network alerts (AN0005) to the process, host and user that made the "
-        "traffic. Progress goes to stderr on long inputs.",
+        "traffic. On a terminal, progress (bytes, records/s, ETA) goes to stderr.",
     )
     replay.add_argument("inputs", nargs="+", metavar="INPUT", help="capture or log files, processed in order")
     replay.add_argument("--config", metavar="FILE", help="YAML config")
     replay.add_argument("--alerts", metavar="FILE", help="write alerts to FILE instead of stdout")
+    replay.add_argument("-q", "--quiet", action="store_true", help="no progress bar on stderr")
 
     decode = sub.add_parser(
         "decode",
@@ -106,6 +107,36 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("inputs", nargs="+", metavar="INPUT", help="capture or log files, processed in order")
     decode.add_argument("--count", action="store_true",
                         help='print only {"records": {dataset: N}, "rejected": {reason: N}}')
+    decode.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar on stderr (it is drawn only when stderr is a terminal)")
+
+    report = sub.add_parser(
+        "report",
+        help="write alerts as one self-contained HTML page with plots",
+        description="Write one HTML page (no network fetches; script and style inlined) listing the alerts by "
+        "severity, each with its pair's event timeline, inter-arrival histogram (detected period and jitter band "
+        "marked), bytes per event against the other pairs to the same broker, the evidence (which DET0002 elements "
+        "fired and why), the attributed process and host, and the ATT&CK mapping. The events are read from the "
+        "INPUTs, the same captures and logs replay takes; without them the page has the alerts but no plots.",
+    )
+    report.add_argument("alerts", metavar="ALERTS.jsonl", help="alerts as JSON lines (replay --alerts, run's file)")
+    report.add_argument("inputs", nargs="*", metavar="INPUT", help="the captures and logs the alerts came from")
+    report.add_argument("-o", "--output", metavar="FILE.html", required=True, help="where to write the page")
+    report.add_argument("-q", "--quiet", action="store_true", help="no progress bar on stderr")
+
+    rules = sub.add_parser("rules", help="detection rules for other tools",
+                           description="Detection rules for the tools endpoint teams already run.")
+    rsub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION", parser_class=_Parser)
+    export = rsub.add_parser(
+        "export", help="export the process-side logic of AN0002-AN0004",
+        description="Write the process-side logic of AN0002 (Windows), AN0003 (Linux) and AN0004 (macOS) as Sigma "
+        "rules, built from the validated config (UnusualProcessList, AppContextFilter, KnownPubSubClients, "
+        "ProtocolPortList, URIPathRegex), so tuning flows into the rules. One YAML document per rule.",
+    )
+    export.add_argument("--format", choices=("sigma",), default="sigma", help="rule format (sigma)")
+    export.add_argument("--config", metavar="FILE", help="YAML config (defaults for every key it omits)")
+    export.add_argument("-o", "--output", metavar="PATH",
+                        help="a directory (one .yml file per rule) or a file (all rules); default: stdout")
 
     warmup = sub.add_parser("warmup", help="compile every kernel into NUMBA_CACHE_DIR and exit",
                             description="Compile (or load) every decoder and analytics kernel, so that the next "
@@ -120,20 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _progress_printer():
-    state = {"last": 0.0}
-    tty = sys.stderr.isatty()
+def _progress(args: argparse.Namespace):
+    """A progress bar over the command's inputs on stderr (drawn only on a terminal, never with --quiet)."""
+    from collector.progress import Progress
 
-    def show(path: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - state["last"] < 1.0 or total < 8 << 20:
-            return
-        state["last"] = now
-        end = "\r" if tty else "\n"
-        print(f"{os.path.basename(path)}: {100 * done // max(total, 1)}% ({done >> 20}/{total >> 20} MiB)",
-              file=sys.stderr, end=end, flush=True)
-
-    return show
+    return Progress(list(args.inputs), enabled=False if args.quiet else None)
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -142,7 +164,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from collector.ecs import dumps, flow_records
     from collector.inputs import InputError, OfflineSource, is_hostlog
 
-    src = OfflineSource(progress=_progress_printer())
+    progress = _progress(args)
+    src = OfflineSource(progress=progress.file)
     counts: dict[str, int] = {}
     out = sys.stdout
     try:
@@ -150,14 +173,17 @@ def cmd_decode(args: argparse.Namespace) -> int:
         for path in args.inputs:
             if is_hostlog(path):
                 for eb in src.endpoint_batches([path]):
+                    progress.add_records(len(eb))
                     if args.count:
                         ids, n = _value_counts(eb.rows["dataset"])
                         for i, k in zip(ids, n):
                             counts[dataset_name(int(i))] = counts.get(dataset_name(int(i)), 0) + int(k)
                     else:
                         out.write("".join(dumps(eb.to_ecs(i)) + "\n" for i in range(len(eb))))
+                progress.file(path, os.path.getsize(path), 0)
                 continue
             for batch in src.batches([path]):
+                progress.add_records(len(batch))
                 if args.count:
                     ids, n = _value_counts(batch.columns["dataset"])
                     for i, k in zip(ids, n):
@@ -166,6 +192,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
                     out.write("".join(dumps(r) + "\n" for r in flow_records(batch)))
     except InputError as exc:
         raise UsageError(str(exc)) from None
+    finally:
+        progress.close()
     if args.count:
         rejected = dict(src.decoders.rejected())
         for reason, n in src.hostlog_rejected.items():
@@ -196,7 +224,43 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """``brokerwatch replay``."""
     from collector.replay import replay
 
-    return replay(args, _progress_printer())
+    return replay(args, _progress(args))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``brokerwatch report``."""
+    from collector.inputs import InputError
+    from collector.progress import Progress
+    from collector.report import ReportError, build_report
+
+    progress = Progress(list(args.inputs), enabled=False if args.quiet else None)
+    try:
+        done = build_report(args.alerts, list(args.inputs), args.output, progress.file, progress.add_records)
+    except (ReportError, InputError) as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"{args.output}: {exc.strerror or exc}") from None
+    finally:
+        progress.close()
+    print(f"brokerwatch: {args.output}: {done['alerts']} alerts, {done['with_events']} with events from the inputs "
+          f"({done['rows_read']} records read)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    """``brokerwatch rules export``."""
+    from collector.config import ConfigError, load_config
+    from collector.rules import write_sigma
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        write_sigma(config, args.output, sys.stdout)
+    except OSError as exc:
+        raise UsageError(f"{args.output}: {exc.strerror or exc}") from None
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -222,7 +286,8 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"decode": cmd_decode, "replay": cmd_replay, "run": cmd_run, "warmup": cmd_warmup}
+COMMANDS = {"decode": cmd_decode, "replay": cmd_replay, "report": cmd_report, "rules": cmd_rules, "run": cmd_run,
+            "warmup": cmd_warmup}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,6 +125,8 @@ class OfflineSource:
                 if self.progress is not None and i % 4096 == 0:
                     self.progress(path, done, total)
             decode_pending()
+            if self.progress is not None:
+                self.progress(path, total, total)
         except PcapError as exc:
             self.counters.inc("brokerwatch_pcap_errors_total", ("broken_capture",))
             raise InputError(f"{path}: {exc}") from None
@@ -142,6 +144,7 @@ class OfflineSource:
         # a line with no time at all gets it), so replay never depends on the wall clock.
         mtime = os.stat(path).st_mtime_ns
         parser.reference_ns = mtime
+        total = os.path.getsize(path)
         with open(path, "rb") as f:
             lines = _bounded_lines(f, parser.max_line)
             while True:
@@ -150,6 +153,8 @@ class OfflineSource:
                 if not block:
                     break
                 parser.feed_lines(block, (0, 0), mtime, self._builder)
+                if self.progress is not None:
+                    self.progress(path, f.tell(), total)
                 if len(self._builder) >= self.batch_rows:
                     yield self._flush()
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Callable
 
 from analytics.detections.an0005 import Detector
 from analytics.detections.endpoint import EndpointDetector
@@ -16,12 +16,13 @@ from collector.sinks import FanOut, JsonLinesSink
 NS = 1_000_000_000
 
 
-def replay(args: argparse.Namespace, progress: Callable | None = None) -> int:
+def replay(args: argparse.Namespace, progress=None) -> int:
     """Decode the inputs in order, evaluate on the data's own cadence, write alerts; returns the exit code.
 
     Host logs are read before the flow inputs whatever their place on the command line: they are small beside
     the flows, and process contexts, DNS answers and endpoint connections must be known when a flow alert is
     attributed. Endpoint alerts are evaluated on the same data-time cadence as the network ones.
+    ``progress`` is a ``collector.progress.Progress`` (or None): bytes read, records and their rate.
     """
     try:
         config = load_config(args.config)
@@ -29,7 +30,7 @@ def replay(args: argparse.Namespace, progress: Callable | None = None) -> int:
         raise UsageError(str(exc)) from None
     sinks = [JsonLinesSink.open(args.alerts) if args.alerts else JsonLinesSink(sys.stdout)]
     out = FanOut(sinks)
-    source = OfflineSource(progress=progress)
+    source = OfflineSource(progress=progress.file if progress is not None else None)
     detector = Detector(config)
     endpoint = EndpointDetector(config)
     cadence = int(config.TimeWindow.cadence_s * NS)
@@ -41,9 +42,16 @@ def replay(args: argparse.Namespace, progress: Callable | None = None) -> int:
         flows = [p for p in args.inputs if p not in hostlogs]
         for eb in source.endpoint_batches(hostlogs):
             endpoint.ingest(eb)
+            if progress is not None:
+                progress.add_records(len(eb))
+        if progress is not None:
+            for p in hostlogs:  # read whole before the flows (endpoint_batches has no byte callback)
+                progress.file(p, os.path.getsize(p), 0)
         for batch in source.batches(flows):
             detector.ingest(batch)
             endpoint.observe_flows(batch)
+            if progress is not None:
+                progress.add_records(len(batch))
             now = detector.latest_ns
             if next_eval is None:
                 next_eval = (now // cadence + 1) * cadence
@@ -59,6 +67,8 @@ def replay(args: argparse.Namespace, progress: Callable | None = None) -> int:
     except InputError as exc:
         raise UsageError(str(exc)) from None
     finally:
+        if progress is not None:
+            progress.close()
         out.close()
     rejected = source.decoders.rejected()
     if rejected:
