@@ -36,8 +36,12 @@ class Progress:
         if enabled:
             from tqdm import tqdm
 
+            cols, rows = _size_of(self.stream)
+            # a terminal that reports no size (a fresh pseudo-terminal, some CI consoles) gets a fixed one: tqdm
+            # would otherwise hide its bar as lying outside a screen of zero rows
             self._bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=self.stream,
-                             dynamic_ncols=True, mininterval=0.1, leave=True, desc="reading")
+                             ncols=None if cols else 100, nrows=rows or 24, dynamic_ncols=bool(cols),
+                             mininterval=0.1, leave=True, desc="reading")
 
     def file(self, path: str, done: int, _total: int) -> None:
         """Bytes done in one input (the callback ``OfflineSource`` calls)."""
@@ -75,6 +79,14 @@ def _isatty(stream) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def _size_of(stream) -> tuple[int, int]:
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        return 0, 0
+    return size.columns, size.lines
 
 
 def _size(path: str) -> int:

@@ -24,11 +24,11 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ("run", "replay", "decode", "config"):
+    for cmd in ("run", "replay", "decode", "report", "rules", "config"):
         assert cmd in out
 
 
-@pytest.mark.parametrize("cmd", ["run", "replay", "decode", "config"])
+@pytest.mark.parametrize("cmd", ["run", "replay", "decode", "report", "rules", "config"])
 def test_subcommand_help(cmd, capsys):
     with pytest.raises(SystemExit) as info:
         main([cmd, "--help"])
