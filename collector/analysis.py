@@ -58,6 +58,11 @@ class AnalyticsLoop:
         self.endpoint_rows = 0
         self.passes = 0
         self.pass_s_max = 0.0
+        from collector.metrics import PASS_BUCKETS, PASS_SECONDS, Counters
+
+        self.metrics = Counters()  # this process's histograms, reported to the service after each pass
+        self._pass_seconds = self.metrics.histogram(PASS_SECONDS, "Seconds of one analysis pass (evaluate and "
+                                                    "write its alerts)", PASS_BUCKETS)
 
     def _control(self) -> None:
         try:
@@ -116,6 +121,7 @@ class AnalyticsLoop:
         t0 = time.monotonic()
         self.sinks.write_many(self._alerts(self.detector.evaluate()))
         took = time.monotonic() - t0
+        self._pass_seconds.observe(took)
         self.passes += 1
         self.pass_s_max = max(self.pass_s_max, took)
         if took > self.cadence_s:
@@ -143,6 +149,7 @@ class AnalyticsLoop:
     def _report(self) -> None:
         try:  # never waits: a service that does not read them just misses a report
             self.ctrl.send(b"counters " + json.dumps(self.counters()).encode(), socket.MSG_DONTWAIT)
+            self.ctrl.send(b"families " + self.metrics.families().encode(), socket.MSG_DONTWAIT)
         except OSError:
             pass
 
@@ -207,6 +214,7 @@ class AnalyticsProcess:
         self.proc: multiprocessing.process.BaseProcess | None = None
         self._ctrl: socket.socket | None = None
         self.summary: dict = {}
+        self.last_report = time.monotonic()  # when the process last reported a pass (or became ready)
 
     def start(self) -> None:
         """Spawn the process (it compiles or loads its kernels while the receive side does the same)."""
@@ -228,6 +236,7 @@ class AnalyticsProcess:
         if msg != b"ready":
             self.proc.join(5)
             raise RuntimeError(f"the analytics process failed to start (exit code {self.proc.exitcode})")
+        self.last_report = time.monotonic()
 
     def watch(self, loop, counters) -> None:
         """Copy the counters the process reports after each pass into ``counters`` (for --metrics)."""
@@ -243,9 +252,12 @@ class AnalyticsProcess:
                 if not msg:
                     loop.remove_reader(self._ctrl.fileno())
                     return
+                self.last_report = time.monotonic()
                 if msg.startswith(b"counters "):
                     for name, value in json.loads(msg[9:]).items():
                         counters.set(name, (), value)
+                elif msg.startswith(b"families "):
+                    counters.set_reported(msg[9:].decode())
 
         loop.add_reader(self._ctrl.fileno(), readable)
 
@@ -279,7 +291,7 @@ class AnalyticsProcess:
             self._ctrl.send(b"stop")
             self._ctrl.settimeout(timeout)
             msg = self._ctrl.recv(CTRL_BYTES)
-            while msg.startswith(b"counters "):  # reports sent before the stop
+            while msg.startswith((b"counters ", b"families ")):  # reports sent before the stop
                 msg = self._ctrl.recv(CTRL_BYTES)
             if msg.startswith(b"done "):
                 self.summary = json.loads(msg[5:])

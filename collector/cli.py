@@ -62,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds between analysis passes (default: from TimeWindow.cadence)")
     run.add_argument("--metrics", metavar="HOST:PORT",
                      help="serve every counter (records, rejections by reason, sequence gaps per exporter, drops) "
-                          "in Prometheus text format over HTTP on HOST:PORT (default: off)")
+                          "and the histograms of decode time per block and analysis time per pass in Prometheus "
+                          "text format over HTTP on HOST:PORT (prometheus-client), and GET /healthz: JSON saying "
+                          "whether the listeners, the analytics process and the workers are alive, 200 or 503 "
+                          "(default: off)")
     run.add_argument("--state", metavar="FILE", default="state/decoders.json",
                      help="where NetFlow v9/IPFIX templates and sampling rates are kept across restarts "
                           "(default: state/decoders.json; '' to keep none; worker N>0 uses FILE's name + .wN)")

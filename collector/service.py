@@ -64,6 +64,9 @@ class ReceiveService:
         self._ipfix_tcp: IpfixTcpServer | None = None
         self.stopping = asyncio.Event()
         self.failed = False
+        self.listening = False
+        #: What ``/healthz`` answers (``--metrics``); worker 0 adds the analytics process and the other workers.
+        self.health = self.listener_health
 
     async def start(self) -> None:
         """Bind every listener; raises OSError (reported as exit 2) when a port cannot be bound."""
@@ -85,7 +88,8 @@ class ReceiveService:
             log.info("worker %d listening for %s on udp %s:%d", self.index, label, a.listen, sock.getsockname()[1])
         if a.metrics and self.index == 0:
             host, _, port = a.metrics.rpartition(":")
-            self._metrics = await serve_metrics(self.counters, host.strip("[]") or "127.0.0.1", int(port))
+            self._metrics = await serve_metrics(self.counters, host.strip("[]") or "127.0.0.1", int(port),
+                                                lambda: self.health())
         self._ipfix_tcp = IpfixTcpServer(self.pipeline)
         await self._ipfix_tcp.start(a.listen, a.ipfix_port, self.reuse_port)
         from collector.syslog.listener import start_syslog_listeners
@@ -103,12 +107,23 @@ class ReceiveService:
             self._closers.append(await listener.start(a.listen, a.hostlog_port, ctx, self.reuse_port))
             log.info("worker %d listening for host logs on %s %s:%d", self.index, "tls" if ctx else "tcp",
                      a.listen, listener.port)
+        self.listening = True
+
+    def listener_health(self) -> dict:
+        """Whether this worker's listeners are up: every UDP socket open, the IPFIX TCP and syslog servers bound,
+        not stopping (answered from the event loop, so an answer also means the loop is turning)."""
+        udp_open = sum(1 for r in self._receivers if r.sock.fileno() != -1)
+        ok = (self.listening and not self.stopping.is_set() and udp_open == len(self._receivers) > 0
+              and self._ipfix_tcp is not None and self._ipfix_tcp.server is not None)
+        return {"ok": ok, "listeners": {"ok": ok, "udp_sockets": udp_open, "servers": len(self._closers),
+                                        "stopping": self.stopping.is_set()}}
 
     async def serve(self, on_tick=None) -> None:
         """Receive until ``stopping`` is set, then drain and flush everything into the channel."""
         ticker = asyncio.create_task(self._tick(on_tick))
         ticker.add_done_callback(self._fail_loudly)
         await self.stopping.wait()
+        self.listening = False
         loop = asyncio.get_running_loop()
         for r in self._receivers:  # drains what the kernel already queued: nothing received before the stop is lost
             r.close(loop)
@@ -276,7 +291,7 @@ def serve(args: argparse.Namespace) -> int:
     from collector.warmup import warm_receive
 
     try:
-        load_config(args.config)  # a bad config is exit 2 here, before any process starts
+        config = load_config(args.config)  # a bad config is exit 2 here, before any process starts
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     for name, value, least in (("--workers", args.workers, 1), ("--window-rows", args.window_rows, 1),
@@ -313,7 +328,8 @@ def serve(args: argparse.Namespace) -> int:
         analytics.add_source(r)
         counters = Counters()
         writer = ChannelWriter(w, counters, int(args.channel_mb) << 20)
-        status = _run_loop(_serve_worker0(args, writer, counters, analytics, pool, t0))
+        status = _run_loop(_serve_worker0(args, writer, counters, analytics, pool, t0,
+                                          args.cadence or config.TimeWindow.cadence_s))
     except BaseException:
         pool.stop(10)
         if analytics.proc is not None and analytics.proc.is_alive():
@@ -322,9 +338,30 @@ def serve(args: argparse.Namespace) -> int:
     return status
 
 
-async def _serve_worker0(args, writer, counters, analytics, pool, t0) -> int:
+def analytics_stale_after(cadence_s: float) -> float:
+    """Seconds without a pass report after which ``/healthz`` calls the analytics process stuck: two cadences plus
+    the longest pass measured (34 s over a 20M-row window, README), with room to spare."""
+    return 2 * cadence_s + 120.0
+
+
+async def _serve_worker0(args, writer, counters, analytics, pool, t0, cadence_s: float = 300.0) -> int:
     svc = ReceiveService(args, writer, counters, 0)
     loop = asyncio.get_running_loop()
+
+    def health() -> dict:
+        state = svc.listener_health()
+        age = time.monotonic() - analytics.last_report
+        alive = analytics.alive()
+        fresh = age < analytics_stale_after(cadence_s)
+        state["analytics"] = {"ok": alive and fresh, "alive": alive, "pid": analytics.proc.pid,
+                              "seconds_since_last_pass": round(age, 1), "cadence_s": cadence_s}
+        workers = {i: p.is_alive() for i, p in pool.procs.items()}
+        state["workers"] = {"ok": all(workers.values()), "expected": args.workers,
+                            "alive": 1 + sum(workers.values()), "restarts": pool.restarts}
+        state["ok"] = state["listeners"]["ok"] and state["analytics"]["ok"] and state["workers"]["ok"]
+        return state
+
+    svc.health = health
     try:
         await svc.start()
     except OSError as exc:

@@ -73,6 +73,7 @@ def test_corrupt_state_file_starts_cold(tmp_path):
 
 
 def test_metrics_endpoint_serves_the_counters(tmp_path):
+    import re
     import time
     import urllib.request
 
@@ -93,9 +94,13 @@ def test_metrics_endpoint_serves_the_counters(tmp_path):
             time.sleep(0.1)
     finally:
         svc.stop()
-    assert 'brokerwatch_decoder_errors_total{decoder="netflow.v5",reason="truncated"} 1' in text
-    assert 'brokerwatch_decoder_records_total{decoder="netflow.v5"} 3' in text
-    assert 'brokerwatch_netflow_v5_sequence_lost_total{exporter="127.0.0.1"} 8' in text
+    assert 'brokerwatch_decoder_errors_total{decoder="netflow.v5",reason="truncated"} 1.0' in text
+    assert 'brokerwatch_decoder_records_total{decoder="netflow.v5"} 3.0' in text
+    assert 'brokerwatch_netflow_v5_sequence_lost_total{exporter="127.0.0.1"} 8.0' in text
+    # prometheus-client's histogram of decode time: each block decoded is one observation
+    m = re.search(r'^brokerwatch_decode_batch_seconds_count (\d+)\.0$', text, re.M)
+    assert m and int(m.group(1)) >= 1
+    assert 'brokerwatch_decode_batch_seconds_bucket{le="+Inf"} ' + m.group(1) + ".0" in text
 
 
 def test_a_full_channel_drops_and_counts_and_the_counts_add_up(tmp_path):
@@ -139,11 +144,17 @@ def test_metrics_include_the_analytics_process_counters(tmp_path):
         rows = None
         while rows != "7" and time.monotonic() < deadline:
             text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
-            m = re.search(r"^brokerwatch_analytics_rows_total (\d+)$", text, re.M)
+            m = re.search(r"^brokerwatch_analytics_rows_total (\d+)\.0$", text, re.M)
             rows = m.group(1) if m else None
             time.sleep(0.1)
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{mport}/healthz", timeout=5).read())
     finally:
         svc.stop()
     assert rows == "7", text
-    assert re.search(r"^brokerwatch_analytics_passes_total [1-9]\d*$", text, re.M)
-    assert "brokerwatch_analytics_window_evicted_rows_total 0" in text
+    assert re.search(r"^brokerwatch_analytics_passes_total [1-9]\d*\.0$", text, re.M)
+    assert "brokerwatch_analytics_window_evicted_rows_total 0.0" in text
+    # the pass-time histogram measured in the analytics process, served by worker 0
+    m = re.search(r"^brokerwatch_analytics_pass_seconds_count (\d+)\.0$", text, re.M)
+    assert m and int(m.group(1)) >= 1
+    assert health["ok"] is True and health["listeners"]["ok"] and health["analytics"]["alive"]
+    assert health["listeners"]["udp_sockets"] == 3 and health["workers"]["alive"] == 1
