@@ -85,6 +85,20 @@ def _pair_key(a: dict) -> tuple[int, int, int, int, int] | None:
         return None
 
 
+def _process_key(a: dict) -> tuple | None:
+    """(host, process name, broker port, broker words or None) of an endpoint alert (AN0002-AN0004): its events are
+    the process's connections in the host logs, whether or not a flow of the pair was exported."""
+    proc = a.get("process") or {}
+    if not proc.get("name") or (a.get("rule") or {}).get("id") == "AN0005":
+        return None
+    dst = a.get("destination") or {}
+    try:
+        words = ip_to_words(dst["ip"]) if dst.get("ip") else None
+    except ValueError:
+        words = None
+    return ("e", (a.get("host") or {}).get("name") or "", proc["name"], int(dst.get("port") or 0), words)
+
+
 @dataclass
 class PairEvents:
     """What the inputs hold for the alerted pairs and the other pairs to their brokers."""
@@ -102,14 +116,30 @@ def collect_events(inputs: list[str], alerts: list[dict], progress: Callable | N
     """Read the inputs once, keeping the rows of alerted pairs and of other pairs to their brokers."""
     from collector.inputs import OfflineSource
 
+    from collector.inputs import is_hostlog
+
     ev = PairEvents()
     pairs = {k for k in (_pair_key(a) for a in alerts) if k is not None}
-    if not inputs or not pairs:
+    procs = {k for k in (_process_key(a) for a in alerts) if k is not None}
+    if not inputs or not (pairs or procs):
         return ev, {}
+    source = OfflineSource(progress=progress)
+    source.check(inputs)
+    hostlogs = [p for p in inputs if is_hostlog(p)]
+    flows = [p for p in inputs if p not in hostlogs]
+    if procs:
+        for eb in source.endpoint_batches(hostlogs):
+            if on_batch is not None:
+                on_batch(len(eb))
+            _endpoint_events(eb, procs, ev)
+    if progress is not None:
+        for p in hostlogs:
+            progress(p, os.path.getsize(p), 0)
+    if not pairs:
+        return ev, source.decoders.rejected()
     brokers = {(k[2], k[3]) for k in pairs}
     b_lo = np.array(sorted({b[1] for b in brokers}), np.uint64)
-    source = OfflineSource(progress=progress)
-    for batch in source.batches(inputs):
+    for batch in source.batches(flows):
         c = batch.columns
         ev.rows_read += len(batch)
         if on_batch is not None:
@@ -140,6 +170,27 @@ def collect_events(inputs: list[str], alerts: list[dict], progress: Callable | N
             else:
                 ev.peers.setdefault((key[2], key[3]), {}).setdefault(key, []).append(sizes[sel])
     return ev, source.decoders.rejected()
+
+
+def _endpoint_events(eb, procs: set, ev: PairEvents) -> None:
+    """Keep the network connections of the alerted processes (host, name, broker port, broker if the alert has it)."""
+    from analytics.endpoint import NETWORK_CONNECT
+
+    r = eb.rows
+    ports = np.array(sorted({k[3] for k in procs}), np.uint16)
+    idx = np.flatnonzero((r["action"] == NETWORK_CONNECT) & np.isin(r["dst_port"], ports))
+    with_dst = {k for k in procs if k[4] is not None}
+    for i in idx.tolist():  # host logs are small beside flows; only connections to alerted ports get here
+        row = r[i]
+        host, name, port = eb.strings[int(row["host_id"])], eb.strings[int(row["name_id"])], int(row["dst_port"])
+        words = (int(row["dst_hi"]), int(row["dst_lo"]))
+        for key in (("e", host, name, port, words), ("e", host, name, port, None)):
+            if key in procs and (key[4] is None or key in with_dst):
+                n = ev.counts.get(key, 0)
+                ev.counts[key] = n + 1
+                if n < MAX_EVENTS_PER_PAIR:
+                    ev.times.setdefault(key, []).append(np.array([row["ts_ns"]], np.int64))
+                break
 
 
 def _hist(values: np.ndarray, edges: np.ndarray) -> list[int]:
@@ -199,15 +250,20 @@ def alert_view(a: dict, ev: PairEvents) -> dict:
     e = (a.get("brokerwatch") or {}).get("evidence") or {}
     view = {"alert": a}
     key = _pair_key(a)
-    if key is None or key not in ev.times:
+    pkey = _process_key(a)
+    flows = key is not None and key in ev.times
+    # an endpoint alert draws the process's own connections; its pair's flows, when exported, give the bytes
+    tkey = pkey if pkey is not None and pkey in ev.times else key if flows else None
+    if tkey is None:
         return view
-    t = np.sort(np.concatenate(ev.times[key]))
-    sizes = np.concatenate(ev.sizes[key])
-    view["events"] = ev.counts[key]
+    t = np.sort(np.concatenate(ev.times[tkey]))
+    view["events"] = ev.counts[tkey]
+    view["events_from"] = "host-log connections" if tkey is pkey else "flow records"
     view["kept"] = int(len(t))
     view["timeline"] = _timeline(t)
     view["intervals"] = _intervals(t, e.get("period_s"), e.get("jitter"))
-    view["bytes"] = _bytes(sizes, ev.peers.get((key[2], key[3]), {}))
+    if flows:
+        view["bytes"] = _bytes(np.concatenate(ev.sizes[key]), ev.peers.get((key[2], key[3]), {}))
     return view
 
 
@@ -252,7 +308,7 @@ def build_report(alerts_path: str, inputs: list[str], out_path: str, progress: C
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, out_path)
-    plotted = sum(1 for a in alerts if _pair_key(a) in ev.times)
+    plotted = sum(1 for a in alerts if _pair_key(a) in ev.times or _process_key(a) in ev.times)
     return {"alerts": len(alerts), "with_events": plotted, "rows_read": ev.rows_read, "bytes": len(text)}
 
 

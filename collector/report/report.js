@@ -158,7 +158,7 @@
 
     var plots = el("div", {"class": "plots"});
     if (v.timeline) {
-      var tp = plot("Event timeline (" + v.events + " flow records" + (v.kept < v.events ? ", first " + v.kept + " drawn" : "") +
+      var tp = plot("Event timeline (" + v.events + " " + (v.events_from || "flow records") + (v.kept < v.events ? ", first " + v.kept + " drawn" : "") +
         (v.timeline.ticks ? "" : ", counts per bin") + ")", timeline(v.timeline));
       tp.style.gridColumn = "1 / -1";
       plots.appendChild(tp);

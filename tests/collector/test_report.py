@@ -154,3 +154,34 @@ def test_bytes_are_compared_with_the_other_pairs_to_the_broker():
     # the two sit in different bins: the pair's long messages stand apart from the broker's telemetry
     assert int(np.argmax(b["pair"])) > int(np.argmax(b["others"]))
     assert view["timeline"]["ticks"][0] == 0 and view["timeline"]["ticks"][-1] == 1000
+
+
+def test_an_endpoint_alert_shows_its_process_connections_and_attribution(tmp_path):
+    """An AN0002 alert (real EndpointDetector output): its timeline is the process's connections from the host logs,
+    and the page shows the process, host and user it names."""
+    from analytics.endpoint import EndpointBatchBuilder
+    from collector.config import load_config
+    from collector.report import _endpoint_events, _process_key, render
+    from tests.analytics.detections.test_endpoint import beats, evaluate, windows_beacon
+
+    b = EndpointBatchBuilder()
+    times = beats(300, 8, 1, jitter=0.5, missed=0.3)
+    windows_beacon(b, times)
+    batch = b.build()
+    _, alerts = evaluate(load_config(None), b)
+    (alert,) = [a.to_dict() for a in alerts]
+    ev = PairEvents()
+    _endpoint_events(batch, {_process_key(alert)}, ev)
+    view = alert_view(alert, ev)
+    assert view["events"] == len(times) and view["events_from"] == "host-log connections"
+    assert "bytes" not in view  # no flow of the pair among the inputs: no byte plot to draw
+    assert view["intervals"]["n"] == len(times) - 1 and "band" in view["intervals"]
+    page = tmp_path / "r.html"
+    page.write_text(render([alert], ev, {"alerts_file": "a.jsonl", "inputs": ["sysmon.json"], "rows_read": 0}))
+    dom = chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", page.as_uri())
+    (card,) = re.findall(r'<article class="alert".*?</article>', dom, re.S)
+    assert '<svg class="timeline"' in card and '<svg class="intervals"' in card
+    attribution = re.search(r'<table data-part="attribution">.*?</table>', card, re.S).group(0)
+    for field, value in (("process.name", "powershell.exe"), ("host.name", "WS1"), ("user.name", "CORP\\alice"),
+                         ("host.os.type", "windows")):
+        assert f"<th>{field}</th><td>{value}</td>" in attribution, field
