@@ -7,8 +7,8 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 # Real peers the tests drive: tshark (decoding oracle), softflowd/pmacct/nfdump (exporters, collectors),
 # tcpdump (capturing exports on loopback), mosquitto (live MQTT traffic), util-linux's logger (syslog client),
-# chromium (headless: loads the HTML report, takes its screenshot).
-TEST_DEBS := tshark softflowd pmacct nfdump tcpdump mosquitto mosquitto-clients bsdutils chromium
+# chromium (headless: loads the HTML report, takes its screenshot), curl (the docs' commands).
+TEST_DEBS := tshark softflowd pmacct nfdump tcpdump mosquitto mosquitto-clients bsdutils chromium curl
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
