@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import orjson
 
 from analytics.schema import ip_to_words
 
@@ -193,8 +194,14 @@ def _endpoint_events(eb, procs: set, ev: PairEvents) -> None:
                 break
 
 
-def _hist(values: np.ndarray, edges: np.ndarray) -> list[int]:
-    return np.histogram(values, edges)[0].astype(int).tolist()
+def _bins(values: np.ndarray, lo: float, hi: float, n: int) -> list[int]:
+    """Counts of values in n even bins over [lo, hi] (outside values clipped into the end bins): np.bincount, a tenth
+    of np.histogram's cost on the few hundred values of one pair (10k alerts are 30k histograms)."""
+    if not len(values):
+        return [0] * n
+    idx = ((values - lo) * (n / max(hi - lo, 1e-12))).astype(np.int64)
+    np.clip(idx, 0, n - 1, out=idx)
+    return np.bincount(idx, minlength=n).tolist()
 
 
 def _timeline(t: np.ndarray) -> dict:
@@ -203,8 +210,8 @@ def _timeline(t: np.ndarray) -> dict:
         # positions in thousandths of the span: the plot is 1000 units wide, finer would only grow the page
         pos = np.unique(np.round((t - t0) * 1000.0 / max(t1 - t0, 1)).astype(np.int64))
         return {"t0": t0 // 1_000_000, "t1": t1 // 1_000_000, "ticks": pos.tolist()}
-    edges = np.linspace(t0, max(t1, t0 + 1), TIMELINE_BINS + 1)
-    return {"t0": t0 // 1_000_000, "t1": t1 // 1_000_000, "bins": _hist(t.astype(np.float64), edges)}
+    return {"t0": t0 // 1_000_000, "t1": t1 // 1_000_000,
+            "bins": _bins((t - t0).astype(np.float64), 0.0, float(max(t1 - t0, 1)), TIMELINE_BINS)}
 
 
 def _intervals(t: np.ndarray, period: float | None, jitter: float | None) -> dict | None:
@@ -212,12 +219,12 @@ def _intervals(t: np.ndarray, period: float | None, jitter: float | None) -> dic
     gaps = gaps[gaps > 0]  # bursts (zero gaps) are not intervals: the detector collapses them too
     if not len(gaps):
         return None
-    top = float(np.quantile(gaps, 0.99))
+    gaps.sort()
+    top = float(gaps[int(0.99 * (len(gaps) - 1))])  # the 99th percentile (lower), on the sorted gaps
     if period:
         top = max(top, 1.5 * float(period))
     top = max(top, 1e-3)
-    edges = np.linspace(0.0, top, HIST_BINS + 1)
-    out = {"lo": 0.0, "hi": round(top, 3), "counts": _hist(np.minimum(gaps, top), edges), "n": int(len(gaps)),
+    out = {"lo": 0.0, "hi": round(top, 3), "counts": _bins(gaps, 0.0, top, HIST_BINS), "n": int(len(gaps)),
            "over": int((gaps > top).sum())}
     if period:
         out["period"] = float(period)
@@ -235,14 +242,18 @@ def _bytes(pair: np.ndarray, peers: dict[tuple, list[np.ndarray]]) -> dict:
     other = np.concatenate(others) if others else np.zeros(0, np.uint64)
     if len(other) > MAX_PEER_SAMPLES:  # an even subsample keeps the shape of a busy broker's distribution
         other = other[np.linspace(0, len(other) - 1, MAX_PEER_SAMPLES).astype(np.int64)]
-    both = np.concatenate([pair, other]).astype(np.float64)
-    lo = max(1.0, float(both.min())) if len(both) else 1.0
-    hi = max(lo * 10, float(both.max())) if len(both) else 10.0
-    edges = np.logspace(np.log10(lo), np.log10(hi) + 1e-9, HIST_BINS // 2 + 1)
-    return {"lo": round(lo, 1), "hi": round(float(edges[-1]), 1), "log": True, "pair": _hist(np.clip(pair.astype(np.float64), lo, hi), edges),
-            "others": _hist(np.clip(other.astype(np.float64), lo, hi), edges), "peer_pairs": len(peers),
-            "pair_median": float(np.median(pair)) if len(pair) else None,
-            "others_median": float(np.median(other)) if len(other) else None}
+    pair_f = pair.astype(np.float64)
+    other_f = other.astype(np.float64)
+    lo = max(1.0, min(pair_f.min() if len(pair_f) else np.inf, other_f.min() if len(other_f) else np.inf))
+    lo = lo if np.isfinite(lo) else 1.0
+    hi = max(lo * 10, pair_f.max() if len(pair_f) else 0.0, other_f.max() if len(other_f) else 0.0)
+    llo, lhi = np.log10(lo), np.log10(hi) + 1e-9
+    n = HIST_BINS // 2
+    return {"lo": round(lo, 1), "hi": round(float(10 ** lhi), 1), "log": True,
+            "pair": _bins(np.log10(np.maximum(pair_f, lo)), llo, lhi, n),
+            "others": _bins(np.log10(np.maximum(other_f, lo)), llo, lhi, n), "peer_pairs": len(peers),
+            "pair_median": float(np.median(pair_f)) if len(pair_f) else None,
+            "others_median": float(np.median(other_f)) if len(other_f) else None}
 
 
 def alert_view(a: dict, ev: PairEvents) -> dict:
@@ -277,7 +288,7 @@ def render(alerts: list[dict], ev: PairEvents, meta: dict) -> str:
     alerts = sorted(alerts, key=_sort_key)
     data = {"meta": meta, "attack": ATTACK, "alerts": [alert_view(a, ev) for a in alerts]}
     # '</' would end the script element early whatever the JSON says: escape it (JSON allows '\/')
-    payload = json.dumps(data, separators=(",", ":"), allow_nan=False, default=str).replace("</", "<\\/")
+    payload = orjson.dumps(data, default=str).decode().replace("</", "<\\/")
     css = (HERE / "report.css").read_text()
     js = (HERE / "report.js").read_text()
     title = f"brokerwatch report: {len(alerts)} alert{'s' if len(alerts) != 1 else ''}"
