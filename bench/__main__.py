@@ -21,6 +21,7 @@ BENCHES = [
     ("analytics.py", []),
     ("detection/run.py", []),
     ("fuzz.py", ["--datagrams", "1000000"]),
+    ("report.py", []),
 ]
 
 
