@@ -84,6 +84,17 @@ def uri_regex(path_rx: str) -> str:
     return f".*(wss?|https?)://[^ /]+(:[0-9]+)?({inner})([ '\"?#].*)?"
 
 
+def _detection(selections: dict, condition: str, known: list[str], sep: str) -> dict:
+    """A Sigma detection: the selections, and the condition with the known clients filtered out when there are some."""
+    det = dict(selections)
+    if known:
+        det["filter_known_clients"] = _image(known, sep)
+        condition = f"({condition}) and not filter_known_clients" if " or " in condition else \
+            f"{condition} and not filter_known_clients"
+    det["condition"] = condition
+    return det
+
+
 def _rule(name: str, title: str, analytic: str, description: str, logsource: dict, detection: dict, level: str,
           falsepositives: list[str]) -> dict:
     return {
@@ -114,12 +125,8 @@ def sigma_rules(config: Config) -> list[dict]:
     if win:
         # No Initiated: 'true': the Elasticsearch pipeline maps it to network.direction:true, which no Winlogbeat
         # event carries; a broker port as the destination already means an outbound connection here.
-        det = {"selection_process": _image(win, "\\"), "selection_port": {"DestinationPort": ports}}
-        cond = "selection_process and selection_port"
-        if win_known:
-            det["filter_known_clients"] = _image(win_known, "\\")
-            cond += " and not filter_known_clients"
-        det["condition"] = cond
+        det = _detection({"selection_process": _image(win, "\\"), "selection_port": {"DestinationPort": ports}},
+                         "selection_process and selection_port", win_known, "\\")
         rules.append(_rule(
             "brokerwatch_an0002_windows_unusual_process_pubsub_connection",
             "Non-standard Windows process connecting to a pub/sub broker port", "AN0002",
@@ -133,18 +140,15 @@ def sigma_rules(config: Config) -> list[dict]:
     lin_known = list(config.KnownPubSubClients.get("linux", ()))
     schemes = _uniq(*(SCHEMES.get(proto, ()) for proto in config.ProtocolPortList))
     if lin:
-        det = {"selection_tool": _image(lin, "/"),
+        sel = {"selection_tool": _image(lin, "/"),
                "selection_broker_uri": {"CommandLine|contains": schemes},
                "selection_broker_port": {"CommandLine|contains": _port_words(ports)}}
         cond = "selection_tool and (selection_broker_uri or selection_broker_port)"
         scripts = [n for n in lin if n.startswith("python") or n in ("perl", "ruby", "node")]
         if scripts:
-            det["selection_script_client"] = {**_image(scripts, "/"), "CommandLine|contains": list(SCRIPT_CLIENT_WORDS)}
-            cond = "(selection_tool and (selection_broker_uri or selection_broker_port)) or selection_script_client"
-        if lin_known:
-            det["filter_known_clients"] = _image(lin_known, "/")
-            cond = f"({cond}) and not filter_known_clients"
-        det["condition"] = cond
+            sel["selection_script_client"] = {**_image(scripts, "/"), "CommandLine|contains": list(SCRIPT_CLIENT_WORDS)}
+            cond = f"({cond}) or selection_script_client"
+        det = _detection(sel, cond, lin_known, "/")
         rules.append(_rule(
             "brokerwatch_an0003_linux_cli_tool_pubsub_broker",
             "Linux CLI tool or script started against a pub/sub broker", "AN0003",
@@ -159,12 +163,8 @@ def sigma_rules(config: Config) -> list[dict]:
     mac_app = _uniq(config.AppContextFilter.get("macos", ()), config.UnusualProcessList.get("macos", ()))
     mac_known = list(config.KnownPubSubClients.get("macos", ()))
     if mac_app:
-        det = {"selection_app": _image(mac_app, "/"), "selection_port": {"DestinationPort": ports}}
-        cond = "selection_app and selection_port"
-        if mac_known:
-            det["filter_known_clients"] = _image(mac_known, "/")
-            cond += " and not filter_known_clients"
-        det["condition"] = cond
+        det = _detection({"selection_app": _image(mac_app, "/"), "selection_port": {"DestinationPort": ports}},
+                         "selection_app and selection_port", mac_known, "/")
         rules.append(_rule(
             "brokerwatch_an0004_macos_app_pubsub_connection",
             "macOS application with no pub/sub context connecting to a broker port", "AN0004",
@@ -172,13 +172,8 @@ def sigma_rules(config: Config) -> list[dict]:
             "and UnusualProcessList for macOS) connected to a pub/sub broker port (ProtocolPortList).",
             {"category": "network_connection", "product": "macos"}, det, "high",
             ["Developer tools talking to a local broker; add them to KnownPubSubClients.macos"]))
-        det = {"selection_port": {"DestinationPort": ports},
-               "filter_context_apps": _image(mac_app, "/")}
-        cond = "selection_port and not filter_context_apps"
-        if mac_known:
-            det["filter_known_clients"] = _image(mac_known, "/")
-            cond += " and not filter_known_clients"
-        det["condition"] = cond
+        det = _detection({"selection_port": {"DestinationPort": ports}, "filter_context_apps": _image(mac_app, "/")},
+                         "selection_port and not filter_context_apps", mac_known, "/")
         rules.append(_rule(
             "brokerwatch_an0004_macos_unknown_binary_pubsub_connection",
             "macOS binary not known as a pub/sub client connecting to a broker port", "AN0004",
@@ -187,13 +182,9 @@ def sigma_rules(config: Config) -> list[dict]:
             {"category": "network_connection", "product": "macos"}, det, "low",
             ["Any legitimate application with its own pub/sub client; add it to KnownPubSubClients.macos"]))
         if config.URIPathRegex:
-            det = {"selection_app": _image(mac_app, "/"),
-                   "selection_broker_uri": {"CommandLine|re": [uri_regex(rx) for rx in config.URIPathRegex]}}
-            cond = "selection_app and selection_broker_uri"
-            if mac_known:
-                det["filter_known_clients"] = _image(mac_known, "/")
-                cond += " and not filter_known_clients"
-            det["condition"] = cond
+            det = _detection({"selection_app": _image(mac_app, "/"),
+                              "selection_broker_uri": {"CommandLine|re": [uri_regex(rx) for rx in config.URIPathRegex]}},
+                             "selection_app and selection_broker_uri", mac_known, "/")
             rules.append(_rule(
                 "brokerwatch_an0004_macos_app_broker_uri",
                 "macOS application started against a broker's WebSocket/HTTPS URI", "AN0004",

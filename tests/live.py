@@ -63,3 +63,19 @@ class Running:
         assert m, err
         return {"records": ast.literal_eval(m.group(1)), "rejected": ast.literal_eval(m.group(2)), "stdout": out,
                 "stderr": err}
+
+
+def scrape_until(port: int, done, timeout: float = 60.0) -> str:
+    """GET /metrics from a running service until ``done(text)`` holds (or timeout, which only ends a broken run);
+    returns the last text."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        if done(text):
+            break
+        time.sleep(0.1)
+    return text

@@ -8,7 +8,6 @@ import asyncio
 import json
 import re
 import socket
-import time
 import urllib.error
 import urllib.request
 
@@ -17,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.metrics import METRICS, Counters, serve_metrics
 from tests.conftest import REPO
-from tests.live import Running, _free_port
+from tests.live import Running, _free_port, scrape_until
 
 DASHBOARD = REPO / "docs" / "grafana" / "brokerwatch.json"
 
@@ -119,11 +118,7 @@ def test_every_dashboard_query_names_a_metric_the_service_exports(tmp_path):
     try:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.sendto(v5_datagram([REC] * 3, seq=0), ("127.0.0.1", svc.ports["netflow"]))
-        deadline = time.monotonic() + 60  # a pass every 0.2 s; the bound only ends a broken run
-        text = ""
-        while "brokerwatch_analytics_pass_seconds_count" not in text and time.monotonic() < deadline:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
-            time.sleep(0.1)
+        text = scrape_until(mport, lambda t: "brokerwatch_analytics_pass_seconds_count" in t)  # a pass every 0.2 s
     finally:
         svc.stop()
     exported = set()

@@ -9,7 +9,7 @@ import pytest
 
 from collector.cli import main
 from collector.pcap import datagrams
-from tests.live import Running
+from tests.live import Running, scrape_until
 
 pytestmark = pytest.mark.live
 
@@ -74,8 +74,6 @@ def test_corrupt_state_file_starts_cold(tmp_path):
 
 def test_metrics_endpoint_serves_the_counters(tmp_path):
     import re
-    import time
-    import urllib.request
 
     from tests.collector.flows.test_netflow_v5 import REC, v5_datagram
     from tests.live import _free_port
@@ -87,11 +85,7 @@ def test_metrics_endpoint_serves_the_counters(tmp_path):
         s.sendto(v5_datagram([REC, REC], seq=0), ("127.0.0.1", svc.ports["netflow"]))
         s.sendto(v5_datagram([REC], seq=10), ("127.0.0.1", svc.ports["netflow"]))  # 8 flows lost in between
         s.sendto(v5_datagram([REC], count=3), ("127.0.0.1", svc.ports["netflow"]))  # truncated
-        deadline = time.monotonic() + 30  # decoded within a tick; the loop only bounds a broken service
-        text = ""
-        while 'reason="truncated"' not in text and time.monotonic() < deadline:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
-            time.sleep(0.1)
+        text = scrape_until(mport, lambda t: 'reason="truncated"' in t, 30)  # decoded within a tick
     finally:
         svc.stop()
     assert 'brokerwatch_decoder_errors_total{decoder="netflow.v5",reason="truncated"} 1.0' in text
@@ -129,7 +123,6 @@ def test_a_full_channel_drops_and_counts_and_the_counts_add_up(tmp_path):
 def test_metrics_include_the_analytics_process_counters(tmp_path):
     """The analytics process reports its counters after each pass; worker 0 serves them with its own."""
     import re
-    import time
     import urllib.request
 
     from tests.collector.flows.test_netflow_v5 import REC, v5_datagram
@@ -140,13 +133,9 @@ def test_metrics_include_the_analytics_process_counters(tmp_path):
     try:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.sendto(v5_datagram([REC] * 7, seq=0), ("127.0.0.1", svc.ports["netflow"]))
-        deadline = time.monotonic() + 60  # a pass every 0.2 s; the bound only ends a broken run
-        rows = None
-        while rows != "7" and time.monotonic() < deadline:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
-            m = re.search(r"^brokerwatch_analytics_rows_total (\d+)\.0$", text, re.M)
-            rows = m.group(1) if m else None
-            time.sleep(0.1)
+        rows_of = lambda t: (re.findall(r"^brokerwatch_analytics_rows_total (\d+)\.0$", t, re.M) or [None])[0]  # noqa: E731
+        text = scrape_until(mport, lambda t: rows_of(t) == "7")  # a pass every 0.2 s
+        rows = rows_of(text)
         health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{mport}/healthz", timeout=5).read())
     finally:
         svc.stop()
