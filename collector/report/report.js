@@ -77,7 +77,7 @@
     [0, 0.5, 1].forEach(function (f) {
       var v = logx ? Math.exp(Math.log(lo) + f * (Math.log(hi) - Math.log(lo))) : lo + f * (hi - lo);
       s.appendChild(sv("text", {x: x(v), y: H - B + 12, "text-anchor": f === 0 ? "start" : f === 1 ? "end" : "middle"},
-        fmt(v) + (opts && opts.unit ? " " + opts.unit : "")));
+        (opts && opts.log ? String(Math.round(v)) : fmt(v)) + (opts && opts.unit ? " " + opts.unit : "")));
     });
     s.appendChild(sv("text", {x: 2, y: T + 8}, opts && opts.share ? fmt(ymax * 100) + "%" : fmt(ymax)));
     s.appendChild(sv("text", {x: W - R, y: H - 2, "text-anchor": "end"}, opts && opts.xlabel || ""));
