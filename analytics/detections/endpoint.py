@@ -255,6 +255,8 @@ class EndpointDetector:
                 src = self._host_addr[host]
             sport, dport = cols["src_port"][i], cols["dst_port"][i]
             domain = s[cols["domain_id"][i]]
+            if domain:  # the host's own view of the name it connected to (Elastic Endpoint, Sysmon 3)
+                self.dns.add(domain, dst, ts)
             act = _Activity(ts, ctx, dst, dport, src, sport, domain, "connect")
             self._add_activity(act)
             self._index_connection(act)
@@ -428,6 +430,13 @@ class EndpointDetector:
                 dst = min(addrs) if addrs else connected.get(id(act.proc))
             broker = dst if dst is not None else domain
             groups[(rule, act.proc.host, act.proc.name.lower(), broker, act.dst_port)].append(act)
+        # a process that only names the broker on its command line (osascript running curl, a shell loop) while
+        # another process on the host made the connections to it: one alert, on the one that connected
+        connecting = {(k[0], k[1], k[3], k[4]) for k, g in groups.items() if any(a.via == "connect" for a in g)}
+        launchers: dict[tuple, list[str]] = defaultdict(list)
+        for k in list(groups):
+            if (k[0], k[1], k[3], k[4]) in connecting and all(a.via == "exec" for a in groups[k]):
+                launchers[(k[0], k[1], k[3], k[4])].append(groups.pop(k)[-1].proc.name)
         if not groups:
             return []
         keys = list(groups)
@@ -441,6 +450,9 @@ class EndpointDetector:
         alerts = []
         for j, key in enumerate(keys):
             alert = self._decide(key, acts[j], beacon[j], window_start)
+            named_by = launchers.get((key[0], key[1], key[3], key[4]))
+            if alert is not None and named_by:
+                alert.evidence["broker_named_by"] = sorted(set(named_by))
             if alert is not None:
                 alerts.append(alert)
         self._alerts = {k: a for k, a in self._alerts.items()

