@@ -7,8 +7,9 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 # Real peers the tests drive: tshark (decoding oracle), softflowd/pmacct/nfdump (exporters, collectors),
 # tcpdump (capturing exports on loopback), mosquitto (live MQTT traffic), util-linux's logger (syslog client),
-# chromium (headless: loads the HTML report, takes its screenshot), curl (the docs' commands).
-TEST_DEBS := tshark softflowd pmacct nfdump tcpdump mosquitto mosquitto-clients bsdutils chromium curl
+# chromium (headless: loads the HTML report, takes its screenshot), curl (the docs' commands),
+# snmpd (net-snmp: the SNMP agent the enrichment tests poll, v2c and v3).
+TEST_DEBS := tshark softflowd pmacct nfdump tcpdump mosquitto mosquitto-clients bsdutils chromium curl snmpd
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 

@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from analytics.exporters import ExportersConfig, validate_exporters
+
 OS_TYPES = ("windows", "linux", "macos")
 
 
@@ -138,7 +140,7 @@ class AddressSet:
 
 @dataclass(frozen=True)
 class Config:
-    """Every DET0002 tuning key plus brokerwatch's KnownPubSubClients, validated."""
+    """Every DET0002 tuning key plus brokerwatch's KnownPubSubClients and Exporters, validated."""
 
     UnusualProcessList: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_UNUSUAL_PROCESSES))
     TimeWindow: TimeWindow = field(default_factory=TimeWindow)
@@ -151,6 +153,7 @@ class Config:
     BrokerReputationList: BrokerReputationList = field(default_factory=BrokerReputationList)
     PayloadLengthThreshold: int = 1024
     KnownPubSubClients: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_KNOWN_CLIENTS))
+    Exporters: ExportersConfig = field(default_factory=ExportersConfig)
     # Derived at load time (not config keys): the allowlist as address ranges, the reputation set.
     allow: AddressSet = field(default_factory=AddressSet)
     reputation: AddressSet = field(default_factory=AddressSet)
@@ -198,6 +201,8 @@ class Config:
         if "PayloadLengthThreshold" in data:
             kw["PayloadLengthThreshold"] = v.integer(("PayloadLengthThreshold",), data["PayloadLengthThreshold"],
                                                      1, 1 << 20)
+        if "Exporters" in data:
+            kw["Exporters"] = validate_exporters(v, data["Exporters"])
         allow = v.address_list(("BrokerAllowList",), kw.get("BrokerAllowList", ()))
         if v.problems:
             raise ConfigError(v.problems)

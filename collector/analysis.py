@@ -42,8 +42,9 @@ def default_threads() -> int:
 class AnalyticsLoop:
     """The analytics process's loop: channels in, detector passes on a cadence, alerts to the sinks."""
 
-    def __init__(self, detector, sinks, cadence_s: float, ctrl: socket.socket, endpoint=None):
+    def __init__(self, detector, sinks, cadence_s: float, ctrl: socket.socket, endpoint=None, enricher=None):
         self.detector = detector
+        self.enricher = enricher  # observer names on alerts (collector/enrich/observers.py); never waits on SNMP
         # the endpoint analytics (AN0002-AN0004, attribution of AN0005 alerts); None runs the network ones alone
         self.endpoint = endpoint
         self.sinks = sinks
@@ -102,6 +103,8 @@ class AnalyticsLoop:
                 self.endpoint.ingest(batch)
             return
         self.rows += len(batch)
+        if self.enricher is not None:
+            self.enricher.seen(batch)
         self.detector.ingest(batch)
         if self.endpoint is not None:
             self.endpoint.observe_flows(batch)
@@ -129,7 +132,9 @@ class AnalyticsLoop:
         self._report()
 
     def _alerts(self, network: list) -> list:
-        """A pass's network alerts, attributed to processes, and the endpoint analytics' alerts."""
+        """A pass's network alerts, attributed to processes and observers, and the endpoint analytics' alerts."""
+        if self.enricher is not None:
+            network = self.enricher.alerts(network)
         if self.endpoint is None:
             return network
         return self.endpoint.attribute(network) + self.endpoint.evaluate(
@@ -139,6 +144,9 @@ class AnalyticsLoop:
         """This process's counters, as totals."""
         w = self.detector.window.stats
         extra = self.endpoint.counters() if self.endpoint is not None else {}
+        if self.enricher is not None:
+            for name, series in self.enricher.counters.snapshot().items():
+                extra[name] = sum(series.values())
         return {**extra, "brokerwatch_analytics_endpoint_rows_total": self.endpoint_rows,"brokerwatch_analytics_rows_total": self.rows, "brokerwatch_analytics_passes_total": self.passes,
                 "brokerwatch_analytics_alerts_total": self.sinks.written,
                 "brokerwatch_analytics_window_expired_rows_total": w.expired_rows,
@@ -172,6 +180,8 @@ class AnalyticsLoop:
                 next_eval = time.monotonic() + self.cadence_s
         self.sinks.write_many(self._alerts(self.detector.flush()))
         self.sinks.close()
+        if self.enricher is not None:
+            self.enricher.close()
         return {"rows": self.rows, "alerts": self.sinks.written, "passes": self.passes,
                 "longest_pass_s": round(self.pass_s_max, 3)}
 
@@ -196,8 +206,11 @@ def analytics_main(ctrl: socket.socket, config_path: str | None, alerts: str | N
     warm_analytics(config)
     sinks = FanOut([JsonLinesSink(sys.stdout)] + ([JsonLinesSink.open(alerts)] if alerts and alerts != "-" else []))
     socket.send_fds(ctrl, [b"ready"], [])
+    from collector.enrich.observers import Enricher, enrichment_wanted
+
+    enricher = Enricher(config.Exporters) if enrichment_wanted(config.Exporters) else None
     loop = AnalyticsLoop(Detector(config, DetectorParams(max_rows=window_rows)), sinks,
-                         cadence or config.TimeWindow.cadence_s, ctrl, EndpointDetector(config))
+                         cadence or config.TimeWindow.cadence_s, ctrl, EndpointDetector(config), enricher)
     summary = loop.run()
     try:
         ctrl.send(b"done " + json.dumps(summary).encode())

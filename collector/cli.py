@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='print only {"records": {dataset: N}, "rejected": {reason: N}}')
     decode.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bar on stderr (it is drawn only when stderr is a terminal)")
+    decode.add_argument("--config", metavar="FILE",
+                        help="YAML config: its Exporters key adds observer.name and interface names and aliases "
+                             "(its own, or polled over SNMP when it enables SNMP: each exporter's first poll is "
+                             "waited for, bounded by its timeout) and applies per-exporter sampling rates")
 
     report = sub.add_parser(
         "report",
@@ -164,11 +168,19 @@ def _progress(args: argparse.Namespace):
 def cmd_decode(args: argparse.Namespace) -> int:
     """``brokerwatch decode``: flow records and endpoint events, input by input in the order given."""
     from analytics.schema import dataset_name
+    from collector.config import ConfigError, load_config
     from collector.ecs import dumps, flow_records
+    from collector.enrich.devices import SamplingOverride
+    from collector.enrich.observers import Enricher, enrichment_wanted
     from collector.inputs import InputError, OfflineSource, is_hostlog
 
+    try:
+        exporters = load_config(args.config, resolve=False).Exporters
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     progress = _progress(args)
-    src = OfflineSource(progress=progress.file)
+    src = OfflineSource(progress=progress.file, sampling=SamplingOverride(exporters))
+    enricher = Enricher(exporters) if enrichment_wanted(exporters) and not args.count else None
     counts: dict[str, int] = {}
     out = sys.stdout
     try:
@@ -192,11 +204,17 @@ def cmd_decode(args: argparse.Namespace) -> int:
                     for i, k in zip(ids, n):
                         counts[dataset_name(int(i))] = counts.get(dataset_name(int(i)), 0) + int(k)
                 else:
-                    out.write("".join(dumps(r) + "\n" for r in flow_records(batch)))
+                    names = None
+                    if enricher is not None:
+                        enricher.wait(enricher.seen(batch))
+                        names = enricher.names
+                    out.write("".join(dumps(r) + "\n" for r in flow_records(batch, names)))
     except InputError as exc:
         raise UsageError(str(exc)) from None
     finally:
         progress.close()
+        if enricher is not None:
+            enricher.close()
     if args.count:
         rejected = dict(src.decoders.rejected())
         for reason, n in src.hostlog_rejected.items():

@@ -19,10 +19,10 @@ from analytics.schema import (
 )
 
 
-def flow_records(batch: FlowBatch, interface_names: dict | None = None) -> Iterator[dict]:
-    """One ECS dict per row of the batch, in row order."""
+def flow_records(batch: FlowBatch, names=None) -> Iterator[dict]:
+    """One ECS dict per row of the batch, in row order; ``names`` (collector.enrich.observers.ObserverNames)
+    adds ``observer.name`` and the interfaces' ``name``/``alias`` where the config or the exporter's agent has them."""
     c = {name: col.tolist() for name, col in batch.columns.items()}
-    names = interface_names or {}
     for i in range(len(batch)):
         flags = c["flags"][i]
         exporter = words_to_ip(c["exporter_hi"][i], c["exporter_lo"][i])
@@ -34,6 +34,10 @@ def flow_records(batch: FlowBatch, interface_names: dict | None = None) -> Itera
             "network": {"iana_number": c["proto"][i]},
             "observer": {"ip": exporter},
         }
+        if names is not None:
+            oname = names.name(exporter)
+            if oname:
+                rec["observer"]["name"] = oname
         if not flags & FLAG_NO_PORTS:
             rec["source"]["port"] = c["src_port"][i]
             rec["destination"]["port"] = c["dst_port"][i]
@@ -48,10 +52,9 @@ def flow_records(batch: FlowBatch, interface_names: dict | None = None) -> Itera
         if not flags & FLAG_NO_INTERFACES:
             ingress = {"id": c["in_if"][i]}
             egress = {"id": c["out_if"][i]}
-            if (exporter, c["in_if"][i]) in names:
-                ingress["name"] = names[(exporter, c["in_if"][i])]
-            if (exporter, c["out_if"][i]) in names:
-                egress["name"] = names[(exporter, c["out_if"][i])]
+            if names is not None:
+                names.describe(exporter, ingress)
+                names.describe(exporter, egress)
             rec["observer"]["ingress"] = {"interface": ingress}
             rec["observer"]["egress"] = {"interface": egress}
         if c["action"][i]:

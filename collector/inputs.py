@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 from analytics.endpoint import EndpointBatch, EndpointBatchBuilder
 from analytics.schema import FlowBatch, FlowBatchBuilder, bytes_to_words
+from collector.enrich.devices import SamplingOverride
 from collector.flows.decoders import FlowDecoders, sniff
 from collector.metrics import Counters
 from collector.pcap import PcapError, datagrams, is_capture
@@ -35,6 +36,7 @@ class OfflineSource:
     counters: Counters = field(default_factory=Counters)
     batch_rows: int = 65536
     progress: Callable[[str, int, int], None] | None = None  # (path, bytes done, bytes total)
+    sampling: SamplingOverride | None = None  # per-exporter sampling rates from the config (Exporters)
 
     def __post_init__(self) -> None:
         self.decoders = FlowDecoders(self.counters)
@@ -76,6 +78,8 @@ class OfflineSource:
             yield self._flush()
 
     def _flush(self) -> FlowBatch:
+        if self.sampling:
+            self.sampling.apply(self._builder.rows())  # flow rows only, each once: the builder is reset below
         batch = self._builder.build()
         self._builder.reset()
         return batch

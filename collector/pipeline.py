@@ -8,6 +8,8 @@ from typing import Callable
 import numpy as np
 
 from analytics.schema import FlowBatch, FlowBatchBuilder, ip_to_words
+from collector.admission import Admission
+from collector.enrich.devices import SamplingOverride
 from collector.flows.decoders import FlowDecoders
 from collector.metrics import DECODE_BUCKETS, DECODE_SECONDS, Counters
 
@@ -16,10 +18,15 @@ class FlowPipeline:
     """Decodes datagrams from any exporter into FlowBatches handed to ``emit`` (the bus)."""
 
     def __init__(self, emit: Callable[[FlowBatch], object], counters: Counters | None = None,
-                 batch_rows: int = 32768, emit_rows: Callable[[np.ndarray, list[str]], object] | None = None):
+                 batch_rows: int = 32768, emit_rows: Callable[[np.ndarray, list[str]], object] | None = None,
+                 admission: Admission | None = None, sampling: SamplingOverride | None = None):
         """``emit`` takes FlowBatches; ``emit_rows`` (when given) takes the builder's rows and strings instead, for a
-        transport that copies rows as they are (the analytics channel), saving the split into columns."""
+        transport that copies rows as they are (the analytics channel), saving the split into columns.
+        ``admission``: senders the ``flows`` listener kind refuses are dropped (and counted) before decoding;
+        ``sampling``: per-exporter sampling rates from the config rescale what was decoded."""
         self.counters = counters if counters is not None else Counters()
+        self.admission = admission if admission is not None and not admission.open("flows") else None
+        self.sampling = sampling if sampling else None
         self._emit_rows = emit_rows
         self.decoders = FlowDecoders(self.counters)
         self._emit = emit
@@ -62,8 +69,11 @@ class FlowPipeline:
         if not self._pending:
             return
         t0 = time.perf_counter()  # ~0.1 us a block of up to 512 datagrams
+        before = len(self._builder)
         self.decoders.decode_many(self._pending, self._pending_from, self._pending_ts, self._builder,
                                   self._pending_hint)
+        if self.sampling is not None:
+            self.sampling.apply(self._builder.rows()[before:])
         self._decode_seconds.observe(time.perf_counter() - t0)
         self._pending = []
         self._pending_from = []
@@ -89,8 +99,17 @@ class FlowPipeline:
         if not counted:
             self._decode_pending()
             self.datagrams += len(offs)
+        if self.admission is not None:  # one vectorised test per block, before any byte is decoded
+            ok = self.admission.mask("flows", ex_hi, ex_lo)
+            if not ok.all():
+                offs, lens, ex_hi, ex_lo, times = offs[ok], lens[ok], ex_hi[ok], ex_lo[ok], times[ok]
+                if not len(offs):
+                    return
         t0 = time.perf_counter()
+        before = len(self._builder)
         self.decoders.decode_buffer(buf, offs, lens, ex_hi, ex_lo, times, self._builder, hint)
+        if self.sampling is not None:
+            self.sampling.apply(self._builder.rows()[before:])
         self._decode_seconds.observe(time.perf_counter() - t0)
         if len(self._builder) >= self._batch_rows:
             self._emit_builder()

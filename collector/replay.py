@@ -9,6 +9,8 @@ import sys
 from analytics.detections.an0005 import Detector
 from analytics.detections.endpoint import EndpointDetector
 from collector.config import ConfigError, load_config
+from collector.enrich.devices import SamplingOverride
+from collector.enrich.observers import Enricher, enrichment_wanted
 from collector.errors import UsageError
 from collector.inputs import InputError, OfflineSource, is_hostlog
 from collector.sinks import FanOut, JsonLinesSink
@@ -30,7 +32,14 @@ def replay(args: argparse.Namespace, progress=None) -> int:
         raise UsageError(str(exc)) from None
     sinks = [JsonLinesSink.open(args.alerts) if args.alerts else JsonLinesSink(sys.stdout)]
     out = FanOut(sinks)
-    source = OfflineSource(progress=progress.file if progress is not None else None)
+    source = OfflineSource(progress=progress.file if progress is not None else None,
+                           sampling=SamplingOverride(config.Exporters))
+    # observer names on alerts: offline, each exporter's first SNMP poll is waited for (bounded by its timeout)
+    enricher = Enricher(config.Exporters) if enrichment_wanted(config.Exporters) else None
+
+    def write(alerts) -> None:  # endpoint alerts carry no flow pair: they are left as they are
+        for alert in enricher.alerts(alerts) if enricher is not None else alerts:
+            out.write(alert)
     detector = Detector(config)
     endpoint = EndpointDetector(config)
     cadence = int(config.TimeWindow.cadence_s * NS)
@@ -48,6 +57,8 @@ def replay(args: argparse.Namespace, progress=None) -> int:
             for p in hostlogs:  # read whole before the flows (endpoint_batches has no byte callback)
                 progress.file(p, os.path.getsize(p), 0)
         for batch in source.batches(flows):
+            if enricher is not None:
+                enricher.wait(enricher.seen(batch))
             detector.ingest(batch)
             endpoint.observe_flows(batch)
             if progress is not None:
@@ -58,18 +69,18 @@ def replay(args: argparse.Namespace, progress=None) -> int:
             if now - next_eval > window:  # a jump in data time: no point evaluating every empty step
                 next_eval = (now // cadence) * cadence
             while now >= next_eval:
-                for alert in endpoint.attribute(detector.evaluate(next_eval)) + endpoint.evaluate(next_eval):
-                    out.write(alert)
+                write(endpoint.attribute(detector.evaluate(next_eval)) + endpoint.evaluate(next_eval))
                 next_eval += cadence
         last = max(detector.latest_ns, endpoint.latest_ns)
-        for alert in endpoint.attribute(detector.flush()) + endpoint.evaluate(last):
-            out.write(alert)
+        write(endpoint.attribute(detector.flush()) + endpoint.evaluate(last))
     except InputError as exc:
         raise UsageError(str(exc)) from None
     finally:
         if progress is not None:
             progress.close()
         out.close()
+        if enricher is not None:
+            enricher.close()
     rejected = source.decoders.rejected()
     if rejected:
         print(f"brokerwatch: rejected datagrams: {rejected}", file=sys.stderr)

@@ -25,7 +25,9 @@ import signal
 import sys
 import time
 
+from collector.admission import Admission
 from collector.config import ConfigError, load_config
+from collector.enrich.devices import SamplingOverride
 from collector.errors import UsageError
 from collector.flows.receivers import IpfixTcpServer, UdpReceiver, make_receiver, udp_socket
 from collector.flows.state import load_state, save_state
@@ -57,7 +59,10 @@ class ReceiveService:
         self.writer = writer
         self.reuse_port = getattr(args, "workers", 1) > 1
         self.state = worker_state_path(args.state, index)
-        self.pipeline = FlowPipeline(writer.publish, counters, emit_rows=writer.publish_rows)
+        exporters = load_config(getattr(args, "config", None), resolve=False).Exporters
+        self.admission = Admission(exporters, counters)
+        self.pipeline = FlowPipeline(writer.publish, counters, emit_rows=writer.publish_rows,
+                                     admission=self.admission, sampling=SamplingOverride(exporters))
         self._receivers: list[UdpReceiver] = []
         self._closers: list = []
         self._metrics = None
@@ -99,7 +104,8 @@ class ReceiveService:
         router = SyslogHostLogRouter(self.writer.publish_endpoint, self.counters)
         self._closers.extend(await start_syslog_listeners(a.listen, a.syslog_port, a.syslog_port,
                                                           self.pipeline.on_rows, self.counters,
-                                                          reuse_port=self.reuse_port, hostlogs=router))
+                                                          reuse_port=self.reuse_port, hostlogs=router,
+                                                          admission=self.admission))
         self._closers.append(router)
         if getattr(a, "hostlog_port", None):
             ctx = tls_context(a.hostlog_tls_cert, a.hostlog_tls_key) if getattr(a, "hostlog_tls_cert", None) else None
@@ -177,7 +183,8 @@ class ReceiveService:
         dropped = sum(c.series("brokerwatch_channel_dropped_rows_total").values())
         delivered = sum(c.series("brokerwatch_channel_published_rows_total").values())
         kernel = sum(c.series("brokerwatch_listener_kernel_drops_total").values())
-        return (f"{self.pipeline.datagrams} datagrams; records {records}; "
+        refused = sum(v for k, v in c.series("brokerwatch_admission_refused_total").items() if k[0] == "flows")
+        return (f"{self.pipeline.datagrams} datagrams; refused (not admitted) {refused}; records {records}; "
                 f"rejected {self.pipeline.decoders.rejected()}; dropped {dropped}; delivered {delivered}; "
                 f"kernel drops {kernel}")
 

@@ -325,9 +325,13 @@ class IpfixTcpServer:
             counters.inc("brokerwatch_ipfix_tcp_refused_total", ("too_many_connections",))
             writer.close()
             return
+        peer = writer.get_extra_info("peername")[0]
+        admission = self._pipeline.admission
+        if admission is not None and not admission.admits("flows", peer):
+            writer.close()  # refused (and counted) before a byte is read
+            return
         task = asyncio.current_task()
         self._conns.add(task)
-        peer = writer.get_extra_info("peername")[0]
         framer = IpfixStreamFramer()
         counters.inc("brokerwatch_ipfix_tcp_connections_total")
         try:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import ssl
 import time
 from typing import Callable
 
 from analytics.schema import FlowBatch, FlowBatchBuilder, ip_to_words
+from collector.admission import Admission, server_tls_context, tls_acceptor
 from collector.syslog.parser import SyslogParser
 from collector.syslog.framing import MAX_MESSAGE, SyslogFramer
 from collector.metrics import Counters
@@ -44,8 +44,9 @@ class _Sink:
     """The shared parser and builder; flushes rows to on_rows once per loop pass."""
 
     def __init__(self, on_rows: Callable[[FlowBatch], None], counters: Counters, parser: SyslogParser,
-                 hostlogs=None):
+                 hostlogs=None, admission: Admission | None = None):
         self.on_rows = on_rows
+        self.admission = admission if admission is not None and not admission.open("syslog") else None
         self.counters = counters
         self.parser = parser
         # collector.hostlogs.listener.SyslogHostLogRouter: host-log records forwarded over syslog go there
@@ -113,7 +114,10 @@ class _UdpReader:
             return
         sink.counters.inc("brokerwatch_syslog_messages_total", ("udp",), n)
         now = time.time_ns()
+        admission = sink.admission
         for host, datagrams in by_peer.items():
+            if admission is not None and not admission.admits("syslog", host, len(datagrams)):
+                continue  # refused (and counted) before any parsing
             # a datagram is one message, or several separated by newlines (as SyslogParser.feed_datagram)
             lines: list[bytes] = []
             for d in datagrams:
@@ -201,28 +205,26 @@ class _TcpServer:
         return self.server.sockets[0].getsockname()[1]
 
 
-def _tls_context(cert: str, key: str) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    return ctx
-
-
 async def start_syslog_listeners(host: str, udp_port: int | None, tcp_port: int | None,
                                  on_rows: Callable[[FlowBatch], None], counters: Counters,
                                  tls_cert: str | None = None, tls_key: str | None = None,
                                  parser: SyslogParser | None = None,
-                                 max_message: int = MAX_MESSAGE, reuse_port: bool = False, hostlogs=None) -> list:
+                                 max_message: int = MAX_MESSAGE, reuse_port: bool = False, hostlogs=None,
+                                 tls_client_ca: str | None = None, admission: Admission | None = None) -> list:
     """Start the UDP and TCP syslog servers (TCP over TLS when a cert and key are given; a port of None skips one).
 
     Returns the closeables (each with ``close()`` and ``port``), UDP first. ``on_rows(batch)`` gets a FlowBatch per
     event-loop pass in which rows were made. ``reuse_port`` sets SO_REUSEPORT (several receive workers).
     ``hostlogs`` (a SyslogHostLogRouter) takes the lines that are host-log records (syslog-wrapped JSON, auditd).
+    ``tls_client_ca``: mutual TLS, clients must present a certificate that CA signed (others are refused and
+    counted). ``admission``: senders the ``syslog`` listener kind does not admit are refused and counted.
     """
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("TLS needs both a certificate and a key")
+    if tls_client_ca and not tls_cert:
+        raise ValueError("mutual TLS (a client CA) needs a server certificate and key")
     parser = parser if parser is not None else SyslogParser(counters)
-    sink = _Sink(on_rows, counters, parser, hostlogs)
+    sink = _Sink(on_rows, counters, parser, hostlogs, admission)
     loop = asyncio.get_running_loop()
     out: list = []
     if udp_port is not None:
@@ -238,9 +240,10 @@ async def start_syslog_listeners(host: str, udp_port: int | None, tcp_port: int 
         out.append(_UdpReader(sock, sink))
     if tcp_port is not None:
         srv = _TcpServer(sink)
-        ctx = _tls_context(tls_cert, tls_key) if tls_cert else None
-        srv.server = await loop.create_server(lambda: _TcpProtocol(sink, srv, max_message), host, tcp_port,
-                                              ssl=ctx, reuse_address=True,
+        ctx = server_tls_context(tls_cert, tls_key, tls_client_ca) if tls_cert else None
+        factory = tls_acceptor(lambda: _TcpProtocol(sink, srv, max_message), ctx, "syslog", counters,
+                               sink.admission)
+        srv.server = await loop.create_server(factory, host, tcp_port, reuse_address=True,
                                               reuse_port=reuse_port or None)
         out.append(srv)
     return out
