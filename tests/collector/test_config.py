@@ -118,3 +118,57 @@ def test_resolved_host_names_keep_their_source_file(tmp_path):
     hi, lo = ip_to_words("127.0.0.1")
     hit = c.reputation.match(np.array([hi], np.uint64), np.array([lo], np.uint64))[0]
     assert hit >= 0 and c.reputation.labels[hit] == "intel.txt:localhost"
+
+
+def test_exporters_key_is_validated_with_file_and_line(tmp_path):
+    from collector.config import ConfigError, load_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "Exporters:\n"
+        "  admission:\n"
+        "    flows: [10.0.0.0/8, not-a-cidr]\n"
+        "    mail: [10.0.0.0/8]\n"
+        "  snmp:\n"
+        "    version: 4\n"
+        "  devices:\n"
+        "    192.0.2.1:\n"
+        "      sampling_rate: 0\n"
+        "      admit: maybe\n"
+        "      snmp: {version: 3, auth: {protocol: SHA, key: short}}\n"
+        "    300.1.1.1: {name: x}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), resolve=False)
+    problems = "\n".join(err.value.problems)
+    for line, text in ((3, "Exporters.admission.flows.1: not an address or CIDR"),
+                       (4, "Exporters.admission.mail: unknown listener kind"),
+                       (6, "Exporters.snmp.version: must be 1, 2c or 3"),
+                       (9, "Exporters.devices.192.0.2.1.sampling_rate"),
+                       (10, "Exporters.devices.192.0.2.1.admit: must be true or false"),
+                       (11, "Exporters.devices.192.0.2.1.snmp.auth.key: must be a pass phrase"),
+                       (11, "Exporters.devices.192.0.2.1.snmp: SNMPv3 needs a user"),
+                       (12, "Exporters.devices.300.1.1.1: not an address or CIDR")):
+        assert f"{path}:{line}: {text}" in problems, problems
+
+
+def test_exporters_key_defaults_and_lookups(tmp_path):
+    from collector.config import load_config
+
+    path = tmp_path / "ok.yaml"
+    path.write_text(
+        "Exporters:\n"
+        "  snmp: {community: site, timeout: 1s}\n"
+        "  devices:\n"
+        "    10.0.0.0/8: {snmp: true}\n"
+        "    10.1.0.0/16: {snmp: false, name: lab}\n"
+        "    10.1.2.3: {name: edge-rtr-2, interfaces: {17: Gi0/0/1}, sampling_rate: 1000}\n")
+    ex = load_config(str(path), resolve=False).Exporters
+    assert [d.cidr for d in ex.devices] == ["10.1.2.3/32", "10.1.0.0/16", "10.0.0.0/8"]  # longest prefix first
+    assert ex.snmp_enabled and not ex.snmp.enabled
+    assert ex.snmp_for("10.9.9.9").community == "site"
+    assert ex.snmp_for("10.1.9.9") is None
+    assert ex.device_for("10.1.2.3").interfaces == {17: "Gi0/0/1"}
+    assert ex.device_for("::ffff:10.1.2.3").name == "edge-rtr-2"
+    assert ex.snmp_for("192.0.2.1") is None  # not configured, SNMP off by default
+    assert "site" not in repr(ex.snmp)  # secrets stay out of log lines
+    assert load_config(None, resolve=False).Exporters.devices == ()
