@@ -88,6 +88,8 @@ class ExportersConfig:
     admission: dict[str, tuple[str, ...]] = field(default_factory=dict)
     snmp: SnmpSettings = field(default_factory=SnmpSettings)
     devices: tuple[Device, ...] = ()  # longest prefix first
+    # address -> its device entry: lookups come per record at the JSON edge, the matching is per address
+    _found: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def snmp_enabled(self) -> bool:
@@ -96,6 +98,16 @@ class ExportersConfig:
 
     def device_for(self, address: str) -> Device | None:
         """The device entry with the longest prefix holding address (None when no entry does)."""
+        try:
+            return self._found[address]
+        except KeyError:
+            pass
+        if len(self._found) >= 65536:
+            self._found.clear()
+        found = self._found[address] = self._match(address)
+        return found
+
+    def _match(self, address: str) -> Device | None:
         ip = ipaddress.ip_address(address)
         if ip.version == 6 and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
