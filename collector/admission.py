@@ -122,6 +122,8 @@ def tls_acceptor(protocol_factory: Callable[[], asyncio.Protocol], ctx: ssl.SSLC
     handshake itself, so that a refused sender or a failed handshake (no client certificate, one signed by another
     CA) is counted: ``brokerwatch_admission_refused_total{listener,sender}`` and
     ``brokerwatch_tls_refused_total{listener,reason}``. ``ctx`` None: plain TCP, admission only."""
+    if ctx is None and (admission is None or admission.open(kind)):
+        return protocol_factory  # nothing to check: the connection goes straight to the protocol
     return lambda: _Acceptor(protocol_factory, ctx, kind, counters, admission, timeout)
 
 

@@ -58,6 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hostlog-tls-cert", metavar="FILE", help="serve the host-log port over TLS with this "
                      "certificate chain (PEM; needs --hostlog-tls-key)")
     run.add_argument("--hostlog-tls-key", metavar="FILE", help="the private key of --hostlog-tls-cert (PEM)")
+    run.add_argument("--hostlog-tls-client-ca", metavar="FILE",
+                     help="mutual TLS on the host-log port: clients must present a certificate this CA (PEM) signed; "
+                          "others are refused and counted (brokerwatch_tls_refused_total)")
+    run.add_argument("--syslog-tls-port", type=int, default=0, metavar="PORT",
+                     help="syslog over TLS (RFC 5425; 6514 is its registered port) on PORT, with --syslog-tls-cert "
+                          "and --syslog-tls-key (default: 0, off)")
+    run.add_argument("--syslog-tls-cert", metavar="FILE", help="certificate chain of the syslog TLS port (PEM)")
+    run.add_argument("--syslog-tls-key", metavar="FILE", help="the private key of --syslog-tls-cert (PEM)")
+    run.add_argument("--syslog-tls-client-ca", metavar="FILE",
+                     help="mutual TLS on the syslog TLS port: clients must present a certificate this CA (PEM) "
+                          "signed; others are refused and counted")
     run.add_argument("--cadence", type=float, metavar="SECONDS",
                      help="seconds between analysis passes (default: from TimeWindow.cadence)")
     run.add_argument("--metrics", metavar="HOST:PORT",

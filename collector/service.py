@@ -101,16 +101,26 @@ class ReceiveService:
 
         from collector.hostlogs.listener import HostLogListener, SyslogHostLogRouter, tls_context
 
+        from collector.syslog.parser import SyslogParser
+
         router = SyslogHostLogRouter(self.writer.publish_endpoint, self.counters)
+        parser = SyslogParser(self.counters)  # one for every syslog socket: a session may start on one, end on another
         self._closers.extend(await start_syslog_listeners(a.listen, a.syslog_port, a.syslog_port,
-                                                          self.pipeline.on_rows, self.counters,
+                                                          self.pipeline.on_rows, self.counters, parser=parser,
                                                           reuse_port=self.reuse_port, hostlogs=router,
                                                           admission=self.admission))
+        if getattr(a, "syslog_tls_port", 0):
+            self._closers.extend(await start_syslog_listeners(
+                a.listen, None, a.syslog_tls_port, self.pipeline.on_rows, self.counters, a.syslog_tls_cert,
+                a.syslog_tls_key, parser=parser, reuse_port=self.reuse_port, hostlogs=router,
+                tls_client_ca=a.syslog_tls_client_ca, admission=self.admission))
         self._closers.append(router)
         if getattr(a, "hostlog_port", None):
-            ctx = tls_context(a.hostlog_tls_cert, a.hostlog_tls_key) if getattr(a, "hostlog_tls_cert", None) else None
+            ctx = (tls_context(a.hostlog_tls_cert, a.hostlog_tls_key, getattr(a, "hostlog_tls_client_ca", None))
+                   if getattr(a, "hostlog_tls_cert", None) else None)
             listener = HostLogListener(self.writer.publish_endpoint, self.counters)
-            self._closers.append(await listener.start(a.listen, a.hostlog_port, ctx, self.reuse_port))
+            self._closers.append(await listener.start(a.listen, a.hostlog_port, ctx, self.reuse_port,
+                                                      self.admission))
             log.info("worker %d listening for host logs on %s %s:%d", self.index, "tls" if ctx else "tcp",
                      a.listen, listener.port)
         self.listening = True
@@ -305,12 +315,18 @@ def serve(args: argparse.Namespace) -> int:
                                ("--channel-mb", args.channel_mb, 0), ("--analytics-threads", args.analytics_threads, 0)):
         if value < least:  # checked before any process starts: a clear exit 2, not a child failing later
             raise UsageError(f"{name} must be at least {least}, not {value}")
-    cert, key = getattr(args, "hostlog_tls_cert", None), getattr(args, "hostlog_tls_key", None)
-    if (cert is None) != (key is None):
-        raise UsageError("--hostlog-tls-cert and --hostlog-tls-key go together")
-    for path in (cert, key):
-        if path is not None and not os.access(path, os.R_OK):
-            raise UsageError(f"{path}: not readable")
+    for kind in ("hostlog", "syslog"):
+        cert, key = getattr(args, f"{kind}_tls_cert", None), getattr(args, f"{kind}_tls_key", None)
+        ca = getattr(args, f"{kind}_tls_client_ca", None)
+        if (cert is None) != (key is None):
+            raise UsageError(f"--{kind}-tls-cert and --{kind}-tls-key go together")
+        if ca is not None and cert is None:
+            raise UsageError(f"--{kind}-tls-client-ca needs --{kind}-tls-cert and --{kind}-tls-key")
+        if kind == "syslog" and bool(getattr(args, "syslog_tls_port", 0)) != (cert is not None):
+            raise UsageError("--syslog-tls-port needs --syslog-tls-cert and --syslog-tls-key, and they need it")
+        for path in (cert, key, ca):
+            if path is not None and not os.access(path, os.R_OK):
+                raise UsageError(f"{path}: not readable")
     t0 = time.monotonic()
     analytics = AnalyticsProcess(args.config, args.alerts, args.cadence, args.analytics_threads or default_threads(),
                                  args.verbose, args.window_rows)
@@ -380,9 +396,11 @@ async def _serve_worker0(args, writer, counters, analytics, pool, t0, cadence_s:
         loop.add_signal_handler(sig, svc.stopping.set)
     analytics.watch(loop, counters)
     a = args
+    tls = f", syslog tls {a.syslog_tls_port}" if getattr(a, "syslog_tls_port", 0) else ""
     print(f"brokerwatch: ready in {time.monotonic() - t0:.1f} s: listening on {a.listen}: netflow/ipfix udp "
           f"{a.netflow_port} and {a.ipfix_port}, ipfix tcp {a.ipfix_port}, sflow udp {a.sflow_port}, syslog "
-          f"{a.syslog_port}, host logs tcp {a.hostlog_port}; {a.workers} receive worker(s), analytics in process {analytics.proc.pid}",
+          f"{a.syslog_port}{tls}, "
+          f"host logs tcp {a.hostlog_port}; {a.workers} receive worker(s), analytics in process {analytics.proc.pid}",
           file=sys.stderr, flush=True)
     lost = []
 

@@ -187,6 +187,7 @@ class SnmpPoller:
         def main() -> None:
             loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
+            loop.set_exception_handler(self._loop_error)
             self._loop = loop
             self._task = loop.create_task(self.run())
             loop.call_soon(ready.set)
@@ -201,6 +202,15 @@ class SnmpPoller:
         self._thread.start()
         ready.wait(10)
         return self
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        # An answer that arrives after its request timed out finds its transport closed by pysnmp, which raises in
+        # a callback: harmless, counted rather than printed as a traceback.
+        exc = context.get("exception")
+        if type(exc).__name__ == "CarrierError" and "Unregistered transport" in str(exc):
+            self.counters.inc("brokerwatch_snmp_late_answers_total")
+            return
+        loop.default_exception_handler(context)
 
     def stop(self) -> None:
         """End the thread started by ``start`` (requests in flight are abandoned)."""

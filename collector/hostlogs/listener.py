@@ -16,6 +16,7 @@ import ssl
 from typing import Callable
 
 from analytics.endpoint import EndpointBatch, EndpointBatchBuilder
+from collector.admission import Admission, server_tls_context, tls_acceptor
 from collector.hostlogs.decoder import MAX_RECORD_BYTES, HostLogDecoder
 from collector.metrics import Counters
 
@@ -114,12 +115,15 @@ class HostLogListener:
         self.tls = False
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None,
-                    reuse_port: bool = False) -> "HostLogListener":
-        """Bind and serve; raises OSError when the port cannot be bound."""
+                    reuse_port: bool = False, admission: Admission | None = None) -> "HostLogListener":
+        """Bind and serve; raises OSError when the port cannot be bound. Senders the ``hostlogs`` listener kind does
+        not admit, and TLS clients that fail the handshake (mutual TLS: no certificate from the configured CA), are
+        refused and counted (collector/admission.py)."""
         self.tls = ssl_context is not None
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _LineProtocol(self), host, port, ssl=ssl_context,
-                                               reuse_address=True, reuse_port=reuse_port or None)
+        factory = tls_acceptor(lambda: _LineProtocol(self), ssl_context, "hostlogs", self.counters, admission)
+        self.server = await loop.create_server(factory, host, port, reuse_address=True,
+                                               reuse_port=reuse_port or None)
         return self
 
     @property
@@ -138,12 +142,10 @@ class HostLogListener:
         self.batcher.flush()
 
 
-def tls_context(cert: str, key: str) -> ssl.SSLContext:
-    """A server TLS context (TLS 1.2 or later) from a certificate chain and key file."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    return ctx
+def tls_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
+    """A server TLS context (TLS 1.2 or later) from a certificate chain and key file; with ``client_ca`` clients
+    must present a certificate that CA signed (mutual TLS)."""
+    return server_tls_context(cert, key, client_ca)
 
 
 class SyslogHostLogRouter:

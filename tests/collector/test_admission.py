@@ -238,3 +238,48 @@ def test_sampling_override_in_the_pipeline():
     batch = FlowBatch.concat(batches)
     assert batch.columns["bytes"].tolist() == [900 * 512, 900]
     assert batch.columns["sampling_rate"].tolist() == [512, 1]
+
+
+def test_hostlog_listener_refuses_outside_the_allowlist_and_requires_client_certificates(tmp_path):
+    from collector.hostlogs.listener import HostLogListener, tls_context
+
+    pki = _pki(tmp_path)
+    line = b'{"@timestamp":"2026-01-15T00:00:00Z","host":{"name":"h1"},"message":"x"}\n'
+
+    async def run():
+        counters = Counters()
+        got = []
+        plain = await HostLogListener(got.append, counters).start(
+            "127.0.0.1", 0, admission=Admission(exporters({"admission": {"hostlogs": ["192.0.2.0/24"]}}), counters))
+        reader, writer = await asyncio.open_connection("127.0.0.1", plain.port)
+        writer.write(line)
+        assert await closed_by_peer(reader)
+        writer.close()
+        plain.close()
+        mtls = await HostLogListener(got.append, counters).start(
+            "127.0.0.1", 0, tls_context(*pki["server"], client_ca=pki["ca"]))
+        for client in (None, "stranger", "client"):
+            ctx = ssl.create_default_context(cafile=pki["ca"])
+            if client is not None:
+                ctx.load_cert_chain(*pki[client])
+            try:
+                r, w = await asyncio.open_connection("127.0.0.1", mtls.port, ssl=ctx, server_hostname="localhost")
+                w.write(line)
+                await w.drain()
+                await asyncio.wait_for(r.read(1), 1)
+            except (ssl.SSLError, ConnectionError, asyncio.TimeoutError, OSError):
+                pass
+        for _ in range(100):
+            if sum(counters.series("brokerwatch_tls_refused_total").values()) >= 2 and mtls.connections:
+                break
+            await asyncio.sleep(0.05)
+        accepted = len(mtls.connections)
+        mtls.close()
+        return counters, accepted
+
+    counters, accepted = asyncio.run(run())
+    assert counters.series("brokerwatch_admission_refused_total") == {("hostlogs", "127.0.0.1"): 1}
+    refused = counters.series("brokerwatch_tls_refused_total")
+    assert sum(refused.values()) == 2 and all(k[0] == "hostlogs" for k in refused), refused
+    assert accepted == 1  # the client whose certificate the CA signed
+    assert counters.get("brokerwatch_hostlogs_connections_total", ("tls",)) == 1

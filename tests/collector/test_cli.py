@@ -116,3 +116,15 @@ def test_run_rejects_impossible_bounds_before_starting(flag, value, capsys):
     assert main(["run", flag, value]) == 2
     err = capsys.readouterr().err
     assert f"{flag} must be at least" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--syslog-tls-port", "6514"], "--syslog-tls-port needs"),
+    (["--syslog-tls-client-ca", "/etc/hostname"], "--syslog-tls-client-ca needs"),
+    (["--hostlog-tls-client-ca", "/etc/hostname"], "--hostlog-tls-client-ca needs"),
+    (["--hostlog-tls-cert", "/etc/hostname"], "go together"),
+])
+def test_run_rejects_incomplete_tls_options_before_starting(args, says, capsys):
+    assert main(["run", *args]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1
