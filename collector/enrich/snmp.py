@@ -311,9 +311,11 @@ class SnmpPoller:
         ctx = ContextData()
         # sysDescr first: it chooses the profile, whose OIDs say what else to read
         fallback = self.profiles[-1]
+        # lookupMib=False: answers stay numeric OIDs; resolving each against the MIBs was most of a poll's CPU
         err, status, _i, binds = await get_cmd(engine, auth, target, ctx,
                                                ObjectType(ObjectIdentity(fallback.sys_name)),
-                                               ObjectType(ObjectIdentity(fallback.sys_descr)))
+                                               ObjectType(ObjectIdentity(fallback.sys_descr)),
+                                               lookupMib=False)
         if err or status:
             return _reason(err, status)
         name, descr = (_text(v) for _o, v in binds)
@@ -322,16 +324,21 @@ class SnmpPoller:
                                                                                fallback.sys_descr):
             err, status, _i, binds = await get_cmd(engine, auth, target, ctx,
                                                    ObjectType(ObjectIdentity(profile.sys_name)),
-                                                   ObjectType(ObjectIdentity(profile.sys_descr)))
+                                                   ObjectType(ObjectIdentity(profile.sys_descr)),
+                                                   lookupMib=False)
             if err or status:
                 return _reason(err, status)
             name, descr = (_text(v) for _o, v in binds)
         tables: dict[str, dict[int, object]] = {}
+        reps = 16
         for oid in dict.fromkeys(o for cols in profile.columns.values() for o, _scale in cols):
-            got = await self._walk(engine, auth, target, ctx, oid, s.version)
+            got = await self._walk(engine, auth, target, ctx, oid, s.version, reps)
             if isinstance(got, str):
                 return got
             tables[oid] = got
+            # the first column tells how many rows the others have: ask for them in one GETBULK each (decoding
+            # the rows past a column's end, which an agent returns up to max-repetitions, was most of a poll's CPU)
+            reps = min(64, max(4, len(got) + 1))
         interfaces: dict[int, Interface] = {}
         indexes = sorted({i for t in tables.values() for i in t})[:MAX_INTERFACES]
         for i in indexes:
@@ -355,16 +362,18 @@ class SnmpPoller:
             interfaces[i] = Interface(**values)
         return ExporterInfo(name, descr, profile.name, interfaces, time.monotonic())
 
-    async def _walk(self, engine, auth, target, ctx, oid: str, version: str) -> dict[int, object] | str:
+    async def _walk(self, engine, auth, target, ctx, oid: str, version: str,
+                    reps: int = 16) -> dict[int, object] | str:
         from pysnmp.hlapi.v3arch.asyncio import ObjectIdentity, ObjectType, bulk_walk_cmd, walk_cmd
 
         out: dict[int, object] = {}
         prefix = tuple(int(x) for x in oid.split("."))
         if version == "1":
-            walker = walk_cmd(engine, auth, target, ctx, ObjectType(ObjectIdentity(oid)), lexicographicMode=False)
+            walker = walk_cmd(engine, auth, target, ctx, ObjectType(ObjectIdentity(oid)), lexicographicMode=False,
+                              lookupMib=False)
         else:
-            walker = bulk_walk_cmd(engine, auth, target, ctx, 0, 32, ObjectType(ObjectIdentity(oid)),
-                                   lexicographicMode=False)
+            walker = bulk_walk_cmd(engine, auth, target, ctx, 0, reps, ObjectType(ObjectIdentity(oid)),
+                                   lexicographicMode=False, lookupMib=False)
         async for err, status, _i, binds in walker:
             if err or status:
                 if status and str(status.prettyPrint()) in ("noSuchName",):  # v1: end of the column
