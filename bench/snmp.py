@@ -87,10 +87,18 @@ def poll_in_child(devices: dict, snmp: dict, stop, conn) -> None:
     enricher.poller.wait_tried(addresses, 30)
     conn.send("ready")
     polls0 = sum(enricher.counters.series("brokerwatch_snmp_polls_total").values())
+    cpu0 = time.process_time()
     stop.wait()
     polls = sum(enricher.counters.series("brokerwatch_snmp_polls_total").values()) - polls0
-    conn.send((polls, sum(1 for e in addresses if e in enricher.poller.cache)))
+    conn.send((polls, sum(1 for e in addresses if e in enricher.poller.cache), time.process_time() - cpu0))
     enricher.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (from /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def phase(pipeline: FlowPipeline, blk, seconds: float, counted: list) -> tuple[float, float]:
@@ -159,16 +167,19 @@ def main() -> int:
                 if in_thread:
                     enricher.poller.wait_tried(exporters, 30)  # every exporter polled once before measuring
                 polls0 = sum(enricher.counters.series("brokerwatch_snmp_polls_total").values())
+                agent0, poller_cpu = cpu_seconds(agent.pid), 0.0
                 rate, cpu_rate = phase(pipeline, blk, a.seconds, counted)
+                agent_cpu = cpu_seconds(agent.pid) - agent0
                 polls = sum(enricher.counters.series("brokerwatch_snmp_polls_total").values()) - polls0
                 named = sum(1 for e in exporters if enricher.poller is not None and e in enricher.poller.cache)
                 if child is not None:
                     stop.set()
-                    polls, named = here.recv()
+                    polls, named, poller_cpu = here.recv()
                     child.join(30)
                 results[mode].append((rate, cpu_rate))
                 print(f"{mode:6s}: {rate / 1e6:5.2f}M records/s ({cpu_rate / 1e6:5.2f}M per CPU-second of the "
-                      f"decoding thread); polls during the phase {polls}, exporters named {named}/{len(exporters)}",
+                      f"decoding thread); polls during the phase {polls} (poller {poller_cpu:.2f} CPU-s, snmpd {agent_cpu:.2f}), "
+                      f"exporters named {named}/{len(exporters)}",
                       flush=True)
                 enricher.close()
     finally:
