@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from analytics.config import Config  # noqa: E402
+from bench.e2e_udp import free_port  # noqa: E402
 from analytics.schema import ip_to_words  # noqa: E402
 from collector.ecs import flow_records  # noqa: E402
 from collector.enrich.observers import Enricher  # noqa: E402
@@ -42,14 +42,6 @@ from collector.pipeline import FlowPipeline  # noqa: E402
 from tests.collector.flows.test_netflow_v5 import REC, v5_datagram  # noqa: E402
 
 COMMUNITY = "benchsnmp"
-
-
-def free_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def start_agent(tmp: Path, answering: int, port: int) -> subprocess.Popen:

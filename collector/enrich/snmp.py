@@ -301,8 +301,7 @@ class SnmpPoller:
 
     async def _query(self, address: str, s: SnmpSettings) -> ExporterInfo | str:
         """The agent's answers, or the reason for failing ('timeout', 'error', 'auth')."""
-        from pysnmp.hlapi.v3arch.asyncio import (ContextData, ObjectIdentity, ObjectType, Udp6TransportTarget,
-                                                 UdpTransportTarget, get_cmd)
+        from pysnmp.hlapi.v3arch.asyncio import ContextData, Udp6TransportTarget, UdpTransportTarget
 
         auth = _auth_data(s)
         kind = Udp6TransportTarget if ":" in address else UdpTransportTarget
@@ -311,24 +310,16 @@ class SnmpPoller:
         ctx = ContextData()
         # sysDescr first: it chooses the profile, whose OIDs say what else to read
         fallback = self.profiles[-1]
-        # lookupMib=False: answers stay numeric OIDs; resolving each against the MIBs was most of a poll's CPU
-        err, status, _i, binds = await get_cmd(engine, auth, target, ctx,
-                                               ObjectType(ObjectIdentity(fallback.sys_name)),
-                                               ObjectType(ObjectIdentity(fallback.sys_descr)),
-                                               lookupMib=False)
-        if err or status:
-            return _reason(err, status)
-        name, descr = (_text(v) for _o, v in binds)
+        got = await _system(engine, auth, target, ctx, fallback)
+        if isinstance(got, str):
+            return got
+        name, descr = got
         profile = next((p for p in self.profiles if p.match is not None and p.match.search(descr)), fallback)
-        if profile is not fallback and (profile.sys_name, profile.sys_descr) != (fallback.sys_name,
-                                                                               fallback.sys_descr):
-            err, status, _i, binds = await get_cmd(engine, auth, target, ctx,
-                                                   ObjectType(ObjectIdentity(profile.sys_name)),
-                                                   ObjectType(ObjectIdentity(profile.sys_descr)),
-                                                   lookupMib=False)
-            if err or status:
-                return _reason(err, status)
-            name, descr = (_text(v) for _o, v in binds)
+        if (profile.sys_name, profile.sys_descr) != (fallback.sys_name, fallback.sys_descr):
+            got = await _system(engine, auth, target, ctx, profile)
+            if isinstance(got, str):
+                return got
+            name, descr = got
         tables: dict[str, dict[int, object]] = {}
         reps = 16
         for oid in dict.fromkeys(o for cols in profile.columns.values() for o, _scale in cols):
@@ -387,6 +378,19 @@ class SnmpPoller:
                 if len(out) >= MAX_INTERFACES:
                     return out
         return out
+
+
+async def _system(engine, auth, target, ctx, profile: SnmpProfile) -> tuple[str, str] | str:
+    """(sysName, sysDescr) as the profile's OIDs give them, or the reason for failing."""
+    from pysnmp.hlapi.v3arch.asyncio import ObjectIdentity, ObjectType, get_cmd
+
+    # lookupMib=False: answers stay numeric OIDs; resolving each against the MIBs was most of a poll's CPU
+    err, status, _i, binds = await get_cmd(engine, auth, target, ctx, ObjectType(ObjectIdentity(profile.sys_name)),
+                                           ObjectType(ObjectIdentity(profile.sys_descr)), lookupMib=False)
+    if err or status:
+        return _reason(err, status)
+    name, descr = (_text(v) for _o, v in binds)
+    return name, descr
 
 
 def _absent(value) -> bool:

@@ -4,12 +4,14 @@ sender), mutual TLS on the syslog TLS listener, and the per-exporter sampling ov
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import ssl
 import subprocess
 
 import numpy as np
-import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analytics.config import Config
 from analytics.schema import FlowBatch, FlowBatchBuilder, ip_to_words
@@ -283,3 +285,47 @@ def test_hostlog_listener_refuses_outside_the_allowlist_and_requires_client_cert
     assert sum(refused.values()) == 2 and all(k[0] == "hostlogs" for k in refused), refused
     assert accepted == 1  # the client whose certificate the CA signed
     assert counters.get("brokerwatch_hostlogs_connections_total", ("tls",)) == 1
+
+
+_v4 = st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))
+_cidr = st.tuples(_v4, st.integers(8, 32)).map(lambda t: str(ipaddress.ip_network(f"{t[0]}/{t[1]}", strict=False)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(allow=st.lists(_cidr, max_size=4), refuse=st.lists(_cidr, max_size=3), admit=st.lists(_cidr, max_size=3),
+       senders=st.lists(_v4, min_size=1, max_size=30))
+def test_mask_equals_a_plain_reading_of_the_rules(allow, refuse, admit, senders):
+    """The vectorised decision equals the rules read one sender at a time with ipaddress: the longest-prefix device
+    with an admit flag decides, else the kind's list, else everyone is admitted."""
+    devices = {c: {"admit": False} for c in refuse}
+    devices.update({c: {"admit": True} for c in admit})
+    cfg = exporters({"admission": {"flows": allow} if allow else {}, "devices": devices})
+    counters = Counters()
+    got = Admission(cfg, counters).mask("flows", *words(senders))
+
+    def plain(sender: str) -> bool:
+        ip = ipaddress.ip_address(sender)
+        holding = [d for d in cfg.devices if d.admit is not None and ip in ipaddress.ip_network(d.cidr)]
+        if holding:
+            return max(holding, key=lambda d: d.prefixlen).admit
+        return not allow or any(ip in ipaddress.ip_network(c) for c in allow)
+
+    want = [plain(s) for s in senders]
+    assert (got.tolist() if got is not None else [True] * len(senders)) == want
+    assert sum(counters.series("brokerwatch_admission_refused_total").values()) == want.count(False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers(-5, 70000) | st.text(max_size=12) | _cidr,
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                        st.sampled_from(["admission", "snmp", "devices", "flows", "syslog", "192.0.2.1", "10.0.0.0/8",
+                                         "version", "community", "user", "auth", "priv", "protocol", "key", "name",
+                                         "interfaces", "sampling_rate", "admit", "timeout", "ttl", 17]),
+                        inner, max_size=4), max_leaves=12))
+def test_any_exporters_value_is_a_config_or_a_config_error(value):
+    from analytics.config import ConfigError
+
+    try:
+        Config.from_mapping({"Exporters": value})
+    except ConfigError as exc:
+        assert exc.problems and all("Exporters" in p for p in exc.problems)
