@@ -127,6 +127,12 @@ def tls_acceptor(protocol_factory: Callable[[], asyncio.Protocol], ctx: ssl.SSLC
     return lambda: _Acceptor(protocol_factory, ctx, kind, counters, admission, timeout)
 
 
+def _log_failure(task: asyncio.Task) -> None:
+    # the handshake task catches what a client can cause; anything else is a bug, and must not pass unseen
+    if not task.cancelled() and task.exception() is not None:
+        log.error("TLS acceptor failed: %r", task.exception(), exc_info=task.exception())
+
+
 class _Acceptor(asyncio.Protocol):
     """Holds a new connection until it is admitted and (for TLS) handshaken, then hands it to the real protocol."""
 
@@ -147,7 +153,7 @@ class _Acceptor(asyncio.Protocol):
         # Reading stops until the handshake starts, so the ClientHello stays in the kernel for start_tls.
         transport.pause_reading()
         task = asyncio.get_running_loop().create_task(self._handshake(transport, peer))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        task.add_done_callback(_log_failure)
 
     async def _handshake(self, transport, peer: str) -> None:
         loop = asyncio.get_running_loop()

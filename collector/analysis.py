@@ -178,6 +178,8 @@ class AnalyticsLoop:
             if time.monotonic() >= next_eval:
                 self.evaluate()
                 next_eval = time.monotonic() + self.cadence_s
+        if self.enricher is not None:
+            self.enricher.settle()  # bounded: exporters first seen just before the stop get their names too
         self.sinks.write_many(self._alerts(self.detector.flush()))
         self.sinks.close()
         if self.enricher is not None:

@@ -37,11 +37,13 @@ class Running:
     """`brokerwatch run` in a subprocess on free loopback ports."""
 
     def __init__(self, tmp_path, state="", extra=()):
-        self.ports = {k: _free_port() for k in ("netflow", "ipfix", "sflow", "syslog")}
+        # every port free, the host-log one too: other suites on this machine may hold the defaults
+        self.ports = {k: _free_port() for k in ("netflow", "ipfix", "sflow", "syslog", "hostlog")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "collector.cli", "run", "--listen", "127.0.0.1",
              "--netflow-port", str(self.ports["netflow"]), "--ipfix-port", str(self.ports["ipfix"]),
              "--sflow-port", str(self.ports["sflow"]), "--syslog-port", str(self.ports["syslog"]),
+             "--hostlog-port", str(self.ports["hostlog"]),
              "--alerts", str(tmp_path / "alerts.jsonl"), "--state", state, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
             env=dict(os.environ, PYTHONPATH=str(REPO)))

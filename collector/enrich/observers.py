@@ -100,6 +100,12 @@ class Enricher:
             self.poller.wait_tried(addresses, timeout if timeout is not None else
                                    s.timeout_s * (s.retries + 1) * 16)
 
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait (at most ``timeout`` s in all) for the first poll of every exporter seen so far: the service's final
+        pass, which already waits for its own work, names what it can."""
+        if self.poller is not None:
+            self.poller.wait_tried([words_to_ip(h, l) for h, l in self._known], timeout)
+
     def observer(self, src: tuple[int, int], dst: tuple[int, int], dst_port: int) -> dict | None:
         """The ECS ``observer`` object of the device that last carried this pair, or None."""
         i = int(_slot(np.array([src[1]], np.uint64), np.array([dst[1]], np.uint64),

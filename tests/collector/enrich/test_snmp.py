@@ -192,3 +192,28 @@ def test_decode_with_an_unanswering_agent_prints_every_record_without_names(tmp_
     recs = _decode(["--config", str(config), str(cap)], tmp_path)
     assert len(recs) == 20
     assert all("name" not in r["observer"] for r in recs)
+
+
+def test_the_running_service_names_the_observer_in_its_alerts(agent, tmp_path):
+    """`brokerwatch run`: the analytics process polls the exporter it sees (never the receive workers) and its
+    alerts carry the name (the final pass waits, bounded, for first polls still under way)."""
+    import socket
+
+    from collector.pcap import datagrams
+    from tests.live import Running
+
+    config = tmp_path / "bw.yaml"
+    config.write_text(yaml.safe_dump({"Exporters": {"devices": {"127.0.0.1": {
+        "snmp": {"community": COMMUNITY, "port": agent.port}}}}}))
+    svc = Running(tmp_path, extra=("--config", str(config), "--cadence", "0.5"))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent = 0
+    for d in datagrams(str(FIXTURES / "netflow_v5" / "softflowd_beacon_world.pcap")):
+        sender.sendto(d.payload, ("127.0.0.1", svc.ports["netflow"]))
+        sent += 1
+    result = svc.stop()
+    assert f"stopped after {sent} datagrams" in result["stderr"]
+    alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert alerts
+    assert {a["observer"]["ip"] for a in alerts} == {"127.0.0.1"}
+    assert {a["observer"].get("name") for a in alerts} == {SYS_NAME}
