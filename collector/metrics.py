@@ -40,6 +40,10 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "brokerwatch_analytics_window_capped_rows_total": ("Rows dropped by the per-pair cap", ()),
     "brokerwatch_analytics_window_evicted_pairs_total": ("Pairs evicted whole by the window's row budget", ()),
     "brokerwatch_analytics_window_evicted_rows_total": ("Rows evicted with their pairs", ()),
+    "brokerwatch_admission_refused_total": ("Messages (datagrams, connections) refused before decoding: the sender "
+                                            "is not admitted, by listener kind and sender", ("listener", "sender")),
+    "brokerwatch_tls_refused_total": ("TLS clients refused at the handshake (mutual TLS: no certificate from the "
+                                      "configured CA), by listener kind and reason", ("listener", "reason")),
 }
 
 #: Histogram names and bounds (seconds): decoding one block of datagrams, one analysis pass.
