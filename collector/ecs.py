@@ -13,6 +13,7 @@ from analytics.schema import (
     FLAG_NO_INTERFACES,
     FLAG_NO_PACKETS,
     FLAG_NO_PORTS,
+    FLAG_REVERSE,
     FlowBatch,
     dataset_name,
     words_to_ip,
@@ -42,9 +43,18 @@ def flow_records(batch: FlowBatch, names=None) -> Iterator[dict]:
             rec["source"]["port"] = c["src_port"][i]
             rec["destination"]["port"] = c["dst_port"][i]
         if not flags & FLAG_NO_COUNTERS:
-            rec["network"]["bytes"] = c["bytes"][i]
-            if not flags & FLAG_NO_PACKETS:
-                rec["network"]["packets"] = c["packets"][i]
+            if flags & FLAG_REVERSE:  # both directions: ECS network.* is their total, source/destination.* each one
+                rec["source"]["bytes"] = c["bytes"][i]
+                rec["destination"]["bytes"] = c["rev_bytes"][i]
+                rec["network"]["bytes"] = c["bytes"][i] + c["rev_bytes"][i]
+                if not flags & FLAG_NO_PACKETS:
+                    rec["source"]["packets"] = c["packets"][i]
+                    rec["destination"]["packets"] = c["rev_packets"][i]
+                    rec["network"]["packets"] = c["packets"][i] + c["rev_packets"][i]
+            else:
+                rec["network"]["bytes"] = c["bytes"][i]
+                if not flags & FLAG_NO_PACKETS:
+                    rec["network"]["packets"] = c["packets"][i]
         if c["app_proto"][i]:
             rec["network"]["protocol"] = APP_PROTOCOLS[c["app_proto"][i]]
         if c["proto"][i] == 6 and c["tcp_flags"][i]:

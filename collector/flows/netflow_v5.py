@@ -91,6 +91,8 @@ def _decode_batch(buf, offs, lens, ex_hi, ex_lo, rows, dataset, status, hdr):
             row["tcp_flags"] = buf[p + 37]
             proto = buf[p + 38]
             row["proto"] = proto
+            row["rev_bytes"] = 0
+            row["rev_packets"] = 0
             row["sampling_rate"] = rate
             row["topic_id"] = 0
             row["app_proto"] = 0

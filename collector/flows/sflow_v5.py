@@ -351,7 +351,7 @@ class SflowV5Decoder:
             dhi, dlo = bytes_to_words(r.dst)
             flags = (FLAG_NO_PORTS if r.no_ports else 0) | (FLAG_NO_INTERFACES if r.no_if else 0)
             topic_id = builder.intern(r.topic) if r.topic else 0
-            out.append((recv_ns, recv_ns, shi, slo, dhi, dlo, ahi, alo, r.length * r.rate, r.rate, r.rate,
+            out.append((recv_ns, recv_ns, shi, slo, dhi, dlo, ahi, alo, r.length * r.rate, r.rate, 0, 0, r.rate,
                         r.in_if, r.out_if, topic_id, r.sport, r.dport, r.proto, r.flags, r.app, r.action, ds, flags))
         if out:
             builder.reserve(len(out))[:] = np.array(out, dtype=FLOW_DTYPE)

@@ -1089,6 +1089,8 @@ def _rows_out(out, take, msg_ids, datasets, exporter_hi, exporter_lo, rows):
         r["exporter_lo"] = exporter_lo
         r["bytes"] = np.uint64(o[_O_BYTES])
         r["packets"] = np.uint64(o[_O_PACKETS])
+        r["rev_bytes"] = 0
+        r["rev_packets"] = 0
         r["sampling_rate"] = 1
         r["in_if"] = o[_O_IN]
         r["out_if"] = o[_O_OUT]

@@ -1405,7 +1405,7 @@ class SyslogParser:
         if not (_I64_MIN <= start <= _I64_MAX and _I64_MIN <= end <= _I64_MAX and nbytes <= _U64_MAX
                 and npackets <= _U64_MAX):
             raise OverflowError(f"value out of range for the record: {start} {end} {nbytes} {npackets}")
-        self._rows.append((start, end, src[0], src[1], dst[0], dst[1], exporter[0], exporter[1], nbytes, npackets, 1,
+        self._rows.append((start, end, src[0], src[1], dst[0], dst[1], exporter[0], exporter[1], nbytes, npackets, 0, 0, 1,
                            in_if, out_if, 0, sport, dport, proto, 0, app, action, profile.dataset, flags))
         made = self._made
         made[profile.label] = made.get(profile.label, 0) + 1
