@@ -34,6 +34,7 @@ from analytics.beacon import BeaconParams, score_segments
 from analytics.bytestats import F as YF
 from analytics.bytestats import byte_stats
 from analytics.config import Config
+from analytics.direction import orient
 from analytics.pairs import PairSegments, group_pairs
 from analytics.schema import APP_PROTOCOLS, FlowBatch
 from analytics.stitch import StitchParams, beat_segments, quantile_sorted, stitch
@@ -41,6 +42,9 @@ from analytics.topics import score_topics
 from analytics.window import STATE_COLUMNS, HashCollision, PairState, PairWindow
 
 NS = 1_000_000_000
+#: Columns of a batch that orienting reads or writes, beside the ones kept for scoring.
+ORIENT_COLUMNS = tuple(dict.fromkeys(STATE_COLUMNS[:-1] + ("exporter_hi", "exporter_lo", "rev_bytes", "rev_packets",
+                                                          "in_if", "out_if", "topic_id")))
 
 
 @dataclass(frozen=True)
@@ -105,26 +109,33 @@ class Detector:
     # ------------------------------------------------------------------------------------------------ ingest
 
     def pubsub_mask(self, cols: dict[str, np.ndarray]) -> np.ndarray:
-        """Rows that are client → broker pub/sub traffic (ProtocolPortList port or recognised app protocol)."""
-        to_port = np.isin(cols["dst_port"], self._ports)
-        from_port = np.isin(cols["src_port"], self._ports)
-        recognised = cols["app_proto"] != 0
-        # a broker's replies (source port listed, destination an ephemeral port) are the other direction
-        return (to_port | recognised) & ~(from_port & ~to_port)
+        """Rows that are pub/sub traffic either way (a ProtocolPortList port on either side, or an application
+        protocol recognised on the wire): the candidates ``ingest`` orients."""
+        return np.isin(cols["dst_port"], self._ports) | np.isin(cols["src_port"], self._ports) | \
+            (cols["app_proto"] != 0)
+
+    def oriented(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The client → broker pub/sub rows of a batch: replies turned round and folded into the requests they
+        answer (analytics/direction.py), so a broker on any port makes one pair per client, not one per ephemeral
+        port. Replies with no request row in the batch add no event (the pair's events are the client's sends)."""
+        cand = np.flatnonzero(self.pubsub_mask(cols))
+        sub = {k: cols[k][cand] for k in ORIENT_COLUMNS}
+        sub, reply_only = orient(sub, self._ports)
+        keep = (np.isin(sub["dst_port"], self._ports) | (sub["app_proto"] != 0)) & ~reply_only
+        return {k: v[keep] for k, v in sub.items()}
 
     def ingest(self, batch: FlowBatch) -> None:
-        """Keep the batch's pub/sub rows for scoring."""
+        """Keep the batch's client → broker pub/sub rows for scoring."""
         if not len(batch):
             return
         cols = batch.columns
         self.latest_ns = max(self.latest_ns, int(cols["start_ns"].max()))
-        keep = self.pubsub_mask(cols)
-        if not keep.any():
+        cols = self.oriented(cols)
+        if not len(cols["start_ns"]):
             return
-        idx = np.flatnonzero(keep)
         tscore = np.asarray(score_topics(batch.strings, self.config.TopicAnomalyScore), np.float32)
-        topic_id = cols["topic_id"][idx]
-        rows = {k: cols[k][idx] for k in STATE_COLUMNS if k != "topic_score"}
+        topic_id = cols["topic_id"]
+        rows = {k: cols[k] for k in STATE_COLUMNS if k != "topic_score"}
         rows["topic_score"] = tscore[topic_id]
         hot = np.flatnonzero(rows["topic_score"] >= self.config.TopicAnomalyScore.threshold)
         for i in hot[:1000]:  # evidence only: the worst topic seen per pair

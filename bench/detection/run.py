@@ -63,8 +63,7 @@ def reference_scores(world) -> dict:
     """{pair key: (rita score, elastic cv)} on the raw pub/sub records outside the allowlist."""
     det = Detector(config_for(world))
     cols = world.batch.columns
-    keep = det.pubsub_mask(cols)
-    seg = group_pairs({k: v[keep] for k, v in cols.items()})
+    seg = group_pairs(det.oriented(cols))
     allowed = det.config.allow.match(seg.keys["dst_hi"], seg.keys["dst_lo"], seg.keys["dst_port"].astype(np.int32))
     seg = seg.select_pairs(allowed < 0)
     t = seg.events["start_ns"].astype(np.float64) / NS
