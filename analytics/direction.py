@@ -6,7 +6,8 @@ are left as they are. For the others each port gets a rank: a ``ProtocolPortList
 below 1024 (2), which beats a registered port below the ephemeral range (1), which beats an ephemeral port (0,
 32768 and up: Linux's default range starts there, Windows' and the BSDs' at 49152). The side with the higher rank is
 the server; equal ranks leave the row as exported. A reply (source port the server's) is swapped to client ->
-server with its counters moved into ``rev_bytes``/``rev_packets`` (``FLAG_REVERSE``), and, where the same batch
+server with its counters moved into ``rev_bytes``/``rev_packets`` (``FLAG_REVERSE``; a biflow's two directions
+trade places), and, where the same batch
 holds the request record of the same 5-tuple and exporter that it overlaps in time, added to that record and dropped.
 
 Pure numpy over whole columns; ``tests/reference/direction_ref.py`` is the per-row twin it is tested against.
@@ -51,8 +52,8 @@ def orient(cols: dict, server_ports: np.ndarray) -> tuple[dict, np.ndarray]:
     """Rows turned client -> server and replies folded into their requests; returns (columns, reply-only mask).
 
     The result holds every row of ``cols`` except the replies that were added to a request row. A reply-only row
-    (no request record to fold into in this batch) is oriented, with its counters in ``rev_*`` and zero forward
-    counters. Columns not changed are shared with the input.
+    (a one-way reply record with no request record to fold into in this batch) is oriented, with its counters in
+    ``rev_*`` and zero forward counters. Columns not changed are shared with the input.
     """
     reply, request = replies(cols, server_ports)
     if not reply.any() and not request.any():
@@ -63,16 +64,16 @@ def orient(cols: dict, server_ports: np.ndarray) -> tuple[dict, np.ndarray]:
         for a, b in _SWAP:
             out[a] = np.where(reply, cols[b], cols[a])
             out[b] = np.where(reply, cols[a], cols[b])
+        for a, b in (("bytes", "rev_bytes"), ("packets", "rev_packets")):  # a biflow keeps both directions
+            out[a] = np.where(reply, cols[b], cols[a])
+            out[b] = np.where(reply, cols[a], cols[b])
         counted = reply & ((cols["flags"] & FLAG_NO_COUNTERS) == 0)
-        out["rev_bytes"] = np.where(reply, cols["bytes"], cols["rev_bytes"])
-        out["rev_packets"] = np.where(reply, cols["packets"], cols["rev_packets"])
-        out["bytes"] = np.where(reply, 0, cols["bytes"]).astype(cols["bytes"].dtype)
-        out["packets"] = np.where(reply, 0, cols["packets"]).astype(cols["packets"].dtype)
         flags |= np.where(counted, FLAG_REVERSE, 0).astype(np.uint8)
     out["flags"] = flags
-    if not (reply.any() and request.any()):
-        return out, reply
-    return _merge(out, reply, request)
+    reply_only = reply & ((cols["flags"] & FLAG_REVERSE) == 0)
+    if not (reply_only.any() and request.any()):
+        return out, reply_only
+    return _merge(out, reply_only, request)
 
 
 def _merge(cols: dict, reply: np.ndarray, request: np.ndarray) -> tuple[dict, np.ndarray]:

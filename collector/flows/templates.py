@@ -30,8 +30,8 @@ import numba
 import numpy as np
 import yaml
 
-from analytics.schema import (FLAG_NO_COUNTERS, FLAG_NO_INTERFACES, FLAG_NO_PACKETS, FLAG_NO_PORTS, FlowBatchBuilder,
-                              dataset_id)
+from analytics.schema import (FLAG_NO_COUNTERS, FLAG_NO_INTERFACES, FLAG_NO_PACKETS, FLAG_NO_PORTS, FLAG_ORIENTED,
+                              FLAG_REVERSE, FlowBatchBuilder, dataset_id)
 from collector.flows.decoders import DECODE_EXCEPTIONS, DecodeError
 from collector.metrics import Counters
 
@@ -173,6 +173,25 @@ def compile_template(fields: tuple, scope_count: int, options: bool) -> Template
         _compiled.clear()
     _compiled[key] = t
     return t
+
+
+def _address(plan: dict, side: str, get, get_addr16, mapped: np.uint64) -> tuple[np.ndarray, np.ndarray]:
+    """(hi, lo) words of one side's address per record. A template may carry both the IPv4 and the IPv6 element
+    (Procera does, ipfix_test_procera_*.dat): the one that is set wins, the IPv4 one where both are."""
+    v4, v6 = f"{side}_v4", f"{side}_v6"
+    if v4 in plan:
+        a4 = get(v4)
+        lo = mapped | a4
+        if v6 not in plan:
+            return _ZERO_U64, lo
+        hi6, lo6 = get_addr16(v6)
+        use6 = (a4 == 0) & ((hi6 | lo6) != 0)
+        if not use6.any():
+            return _ZERO_U64, lo
+        return np.where(use6, hi6, np.uint64(0)), np.where(use6, lo6, lo)
+    if v6 in plan:
+        return get_addr16(v6)
+    return _ZERO_U64, _ZERO_U64
 
 
 def _field_format(length: int):
@@ -884,21 +903,15 @@ class TemplateFlowDecoder:
         hi, lo, dom, _tid = key
         zero = _ZERO_U64
         mapped = np.uint64(0x0000FFFF00000000)
-        src_hi = dst_hi = src_lo = dst_lo = zero
-        if "src_v4" in plan:
-            src_lo = mapped | get("src_v4")
-        elif "src_v6" in plan:
-            src_hi, src_lo = get_addr16("src_v6")
-        if "dst_v4" in plan:
-            dst_lo = mapped | get("dst_v4")
-        elif "dst_v6" in plan:
-            dst_hi, dst_lo = get_addr16("dst_v6")
+        src_hi, src_lo = _address(plan, "src", get, get_addr16, mapped)
+        dst_hi, dst_lo = _address(plan, "dst", get, get_addr16, mapped)
         col = {role: (get(role) if role in plan else zero)
                for role in ("src_port", "dst_port", "proto", "in_if", "out_if", "tcp_flags")}
         rate = self._rates(t, key, get, n)
         octets = get("bytes") * rate if "bytes" in plan else zero
         packets = get("packets") * rate if "packets" in plan else zero
-        rev_octets = rev_packets = zero
+        rev_octets = get("rev_bytes") * rate if "rev_bytes" in plan else zero
+        rev_packets = get("rev_packets") * rate if "rev_packets" in plan else zero
         export_ns = rec_secs * 1_000_000_000
         start, end = self._times(t, key, get, export_ns, rec_uptime)
         flags = 0
@@ -908,6 +921,8 @@ class TemplateFlowDecoder:
             flags |= FLAG_NO_PACKETS  # NSEL initiatorOctets without packets: not "0 packets"
         if "in_if" not in plan and "out_if" not in plan:
             flags |= FLAG_NO_INTERFACES
+        if "rev_bytes" in plan or "rev_packets" in plan:  # a biflow / NSEL event: the source is the initiator
+            flags |= FLAG_REVERSE | FLAG_ORIENTED
         no_ports = 0 if ("proto" in plan or "src_port" in plan) else FLAG_NO_PORTS
         rows = builder.reserve(n, zero=False)  # _fill_rows writes every field
         _fill_rows(rows, np.ascontiguousarray(start, np.int64), np.ascontiguousarray(end, np.int64), src_hi, src_lo,

@@ -89,6 +89,15 @@ def test_replies_far_from_the_request_or_of_another_exporter_are_not_merged():
     assert len(got["start_ns"]) == 4 and reply.tolist() == [False, True, True, True]
 
 
+def test_a_biflow_seen_from_the_server_side_trades_its_directions():
+    spec = row(BROKER, CLIENT, 1883, 50000, 1, nbytes=900, packets=9, flags=FLAG_REVERSE)
+    spec.update(rev_bytes=40, rev_packets=2)
+    got, reply = check_against_reference([spec, row(CLIENT, BROKER, 50000, 1883, 1)])
+    assert reply.tolist() == [False, False] and len(got["start_ns"]) == 2
+    assert (int(got["bytes"][0]), int(got["packets"][0]), int(got["rev_bytes"][0]), int(got["rev_packets"][0])) == \
+        (40, 2, 900, 9)
+
+
 def test_a_deny_without_counters_is_oriented_but_not_reverse_counted():
     got, _ = check_against_reference([row(BROKER, CLIENT, 1883, 50000, 1, nbytes=0, packets=0,
                                           flags=FLAG_NO_COUNTERS)])
@@ -99,7 +108,7 @@ _port = st.sampled_from([0, 53, 443, 1883, 8443, 5672, 32767, 32768, 40001, 4000
 _spec = st.fixed_dictionaries({
     "a": st.booleans(), "sport": _port, "dport": _port, "start": st.integers(0, 6_000_000_000),
     "dur": st.integers(0, 4_000_000_000), "nbytes": st.integers(0, 10_000), "proto": st.sampled_from([6, 17, 1]),
-    "flags": st.sampled_from([0, 0, 0, FLAG_ORIENTED, FLAG_NO_PORTS, FLAG_NO_COUNTERS]),
+    "flags": st.sampled_from([0, 0, 0, FLAG_ORIENTED, FLAG_NO_PORTS, FLAG_NO_COUNTERS, FLAG_REVERSE]),
     "exporter": st.integers(1, 2)})
 
 
@@ -109,7 +118,9 @@ def test_equal_to_the_reference_on_any_rows(specs):
     rows = [row(CLIENT if s["a"] else BROKER, BROKER if s["a"] else CLIENT, s["sport"], s["dport"], s["start"],
                 s["start"] + s["dur"], nbytes=s["nbytes"], packets=s["nbytes"] // 100, proto=s["proto"],
                 flags=s["flags"], exporter=s["exporter"]) for s in specs]
+    for r, s in zip(rows, specs):
+        r["rev_bytes"] = s["nbytes"] // 3 if s["flags"] & FLAG_REVERSE else 0
     got, reply = check_against_reference(rows)
     # nothing is lost: every byte either way is still counted once
     cols = rows_of(rows)
-    assert int(got["bytes"].sum() + got["rev_bytes"].sum()) == int(cols["bytes"].sum())
+    assert int(got["bytes"].sum() + got["rev_bytes"].sum()) == int(cols["bytes"].sum() + cols["rev_bytes"].sum())

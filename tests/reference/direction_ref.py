@@ -29,9 +29,11 @@ def orient(rows: list[dict], server_ports: set) -> list[tuple[dict, bool]]:
         if kind == "reply":
             for a, b in (("src_hi", "dst_hi"), ("src_lo", "dst_lo"), ("src_port", "dst_port"), ("in_if", "out_if")):
                 r[a], r[b] = r[b], r[a]
-            r["rev_bytes"], r["rev_packets"] = r["bytes"], r["packets"]
-            r["bytes"] = r["packets"] = 0
-            if not r["flags"] & FLAG_NO_COUNTERS:
+            r["rev_bytes"], r["bytes"] = r["bytes"], r["rev_bytes"]
+            r["rev_packets"], r["packets"] = r["packets"], r["rev_packets"]
+            if r["flags"] & FLAG_REVERSE:
+                kind = "biflow"  # both directions already: turned round, not a reply to fold
+            elif not r["flags"] & FLAG_NO_COUNTERS:
                 r["flags"] |= FLAG_REVERSE
         out.append([r, kind])
     key = ("exporter_hi", "exporter_lo", "src_hi", "src_lo", "dst_hi", "dst_lo", "src_port", "dst_port", "proto")

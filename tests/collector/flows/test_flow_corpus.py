@@ -1,7 +1,7 @@
 """Every NetFlow v9 / IPFIX capture and payload of the corpus (and the softflowd/pmacct fixtures) against tshark.
 
 For each file set (templates then data, in order, one decoder state) the flow records we decode must equal, as a
-multiset of (source, destination, ports, protocol, bytes, packets), the flow records tshark decodes from the same
+multiset of (source, destination, ports, protocol, bytes, packets, reverse bytes, reverse packets), the flow records tshark decodes from the same
 bytes. tshark only decodes a data set whose template it has already seen, so its input is the file set twice over
 and only the second pass counts; options data records (sampler tables) are not flows and are left out on both sides.
 Where the ``netflow`` package does not crash it must agree too.
@@ -171,13 +171,31 @@ def tshark_flows(pcap: Path, frames_from: int, decode_as: list[str]) -> list[dic
     return flows
 
 
+def _address(r: dict, v4: str, v6: str) -> str | None:
+    """The record's address: the IPv4 element, unless it is unset (0.0.0.0) and an IPv6 one is there (Procera
+    carries both)."""
+    a4, a6 = _first(r, (v4,)), _first(r, (v6,))
+    return a6 if (a4 is None or a4 == "0.0.0.0") and a6 is not None else a4
+
+
+def _reverse(r: dict, names: tuple, responder: str) -> int:
+    """The responder's counter: RFC 5103's reverse element (tshark lists it under the forward one's name, second)
+    or NSEL's responderOctets/Packets."""
+    for name in names:
+        v = r.get(name)
+        if isinstance(v, list) and len(v) == 2:
+            return int(v[1])
+    return int(_first(r, (responder,)) or 0)
+
+
 def _tshark_key(r: dict) -> tuple:
-    src = _first(r, ("cflow.srcaddr", "cflow.srcaddrv6"))
-    dst = _first(r, ("cflow.dstaddr", "cflow.dstaddrv6"))
+    src = _address(r, "cflow.srcaddr", "cflow.srcaddrv6")
+    dst = _address(r, "cflow.dstaddr", "cflow.dstaddrv6")
     b = _first(r, TSHARK_BYTES)
     p = _first(r, TSHARK_PACKETS)
     return (src or "", dst or "", int(_first(r, ("cflow.srcport",)) or 0), int(_first(r, ("cflow.dstport",)) or 0),
-            int(_first(r, ("cflow.protocol",)) or 0), None if b is None else int(b), None if p is None else int(p))
+            int(_first(r, ("cflow.protocol",)) or 0), None if b is None else int(b), None if p is None else int(p),
+            _reverse(r, TSHARK_BYTES, "cflow.responder_octets"), _reverse(r, TSHARK_PACKETS, "cflow.responder_packets"))
 
 
 def ours(paths: list[Path]):
@@ -192,7 +210,8 @@ def ours(paths: list[Path]):
                 "" if (c["src_hi"][i] == 0 and c["src_lo"][i] == 0) else words_to_ip(c["src_hi"][i], c["src_lo"][i]),
                 "" if (c["dst_hi"][i] == 0 and c["dst_lo"][i] == 0) else words_to_ip(c["dst_hi"][i], c["dst_lo"][i]),
                 int(c["src_port"][i]), int(c["dst_port"][i]), int(c["proto"][i]),
-                int(c["bytes"][i]) // rate, int(c["packets"][i]) // rate, int(c["flags"][i])))
+                int(c["bytes"][i]) // rate, int(c["packets"][i]) // rate, int(c["flags"][i]),
+                int(c["rev_bytes"][i]) // rate, int(c["rev_packets"][i]) // rate))
     return keys, src
 
 
@@ -213,11 +232,11 @@ def compare(our_keys: list[tuple], src: OfflineSource, shark: list[dict], export
         theirs[_tshark_key(r)] += 1
     mine = Counter()
     for k in our_keys:
-        mine[k[:7]] += 1
+        mine[k[:7] + k[8:10]] += 1
     # tshark leaves a counter out where the template has none; we then store 0 with FLAG_NO_COUNTERS.
     adjusted = Counter()
     for k, n in theirs.items():
-        adjusted[k[:5] + (0 if k[5] is None else k[5], 0 if k[6] is None else k[6])] += n
+        adjusted[k[:5] + (0 if k[5] is None else k[5], 0 if k[6] is None else k[6]) + k[7:9]] += n
     assert sum(mine.values()) == sum(adjusted.values()), (sorted(mine.items())[:5], sorted(adjusted.items())[:5])
     assert mine == adjusted, (sorted((mine - adjusted).items())[:5], sorted((adjusted - mine).items())[:5])
     del exporter, ip_to_words
