@@ -381,8 +381,11 @@ def _gap(c: Counters, table: dict, key: tuple, seq: int, name: str, labels: tupl
 # ------------------------------------------------------------------------------------------ sampled header
 
 
-def _parse_header(hproto: int, h: bytes, row: _Row) -> bool:
-    """Fill row from a sampled packet header (Ethernet, IPv4, IPv6); False when it holds no IP packet."""
+def _parse_header(hproto: int, h: bytes, row: _Row, depth: int = 0) -> bool:
+    """Fill row from a sampled packet header (Ethernet, IPv4, IPv6); False when it holds no IP packet.
+
+    A VXLAN (UDP 4789) or GRE packet is read by its inner packet where the header reaches it: the tunnel endpoints
+    only carry the flow that matters (akvorado_sflow_data-encap-vxlan.pcap)."""
     if hproto == 1:  # Ethernet (ISO 802.3)
         off = 12
         n = len(h)
@@ -402,18 +405,55 @@ def _parse_header(hproto: int, h: bytes, row: _Row) -> bool:
                 return False
             etype = {4: 0x0800, 6: 0x86DD}.get(h[off] >> 4, -1)
         if etype == 0x0800:
-            return _parse_ipv4(h, off, row)
+            return _parse_ipv4(h, off, row, depth)
         if etype == 0x86DD:
-            return _parse_ipv6(h, off, row)
+            return _parse_ipv6(h, off, row, depth)
         return False
     if hproto == 11:
-        return _parse_ipv4(h, 0, row)
+        return _parse_ipv4(h, 0, row, depth)
     if hproto == 12:
-        return _parse_ipv6(h, 0, row)
+        return _parse_ipv6(h, 0, row, depth)
     return False
 
 
-def _parse_ipv4(h: bytes, off: int, row: _Row) -> bool:
+#: VXLAN's UDP port (RFC 7348) and the tunnels nested at most this deep.
+VXLAN_PORT = 4789
+MAX_TUNNEL_DEPTH = 2
+#: GRE protocol types -> sampled-header protocols of _parse_header (Ethernet, IPv4, IPv6).
+_GRE_INNER = {0x6558: 1, 0x0800: 11, 0x86DD: 12}
+#: Fields an inner packet replaces in the row.
+_INNER_FIELDS = ("src", "dst", "proto", "sport", "dport", "no_ports", "flags", "app", "topic")
+
+
+def _tunnel(h: bytes, pos: int, end: int, row: _Row, depth: int) -> bool:
+    """Replace row's packet by the one a VXLAN or GRE payload at pos carries; False (row untouched) if there is
+    none or it is cut off before its addresses."""
+    if depth >= MAX_TUNNEL_DEPTH:
+        return False
+    if row.proto == 17:
+        if row.dport != VXLAN_PORT or pos + 8 + 8 > end or not h[pos + 8] & 0x08:  # UDP, then VXLAN's I flag
+            return False
+        hproto, start = 1, pos + 16
+    else:  # GRE (RFC 2784, RFC 2890 key and sequence)
+        if pos + 4 > end or h[pos + 1] & 0x07:  # version 0 only (1 is PPTP's enhanced GRE)
+            return False
+        hproto = _GRE_INNER.get(h[pos + 2] << 8 | h[pos + 3])
+        fl = h[pos]
+        start = pos + 4 + (4 if fl & 0x80 else 0) + (4 if fl & 0x20 else 0) + (4 if fl & 0x10 else 0)
+        if hproto is None or start >= end:
+            return False
+    inner = _Row()
+    inner.src = inner.dst = inner.topic = None
+    inner.sport = inner.dport = inner.proto = inner.flags = inner.app = 0
+    inner.no_ports = True
+    if not _parse_header(hproto, h[start:end], inner, depth + 1):
+        return False
+    for f in _INNER_FIELDS:
+        setattr(row, f, getattr(inner, f))
+    return True
+
+
+def _parse_ipv4(h: bytes, off: int, row: _Row, depth: int = 0) -> bool:
     if off + 20 > len(h) or h[off] >> 4 != 4:
         return False
     ihl = (h[off] & 0x0F) * 4
@@ -426,11 +466,11 @@ def _parse_ipv4(h: bytes, off: int, row: _Row) -> bool:
     frag_offset = (h[off + 6] << 8 | h[off + 7]) & 0x1FFF
     ip_end = off + total if total >= ihl else len(h)
     if frag_offset == 0:  # later fragments carry no transport header
-        _parse_l4(h, off + ihl, min(ip_end, len(h)), row)
+        _parse_l4(h, off + ihl, min(ip_end, len(h)), row, depth)
     return True
 
 
-def _parse_ipv6(h: bytes, off: int, row: _Row) -> bool:
+def _parse_ipv6(h: bytes, off: int, row: _Row, depth: int = 0) -> bool:
     if off + 40 > len(h) or h[off] >> 4 != 6:
         return False
     row.src = h[off + 8 : off + 24]
@@ -451,18 +491,24 @@ def _parse_ipv6(h: bytes, off: int, row: _Row) -> bool:
             break
     row.proto = nxt
     if first_fragment and nxt not in _IPV6_EXT and nxt != 44:
-        _parse_l4(h, pos, ip_end, row)
+        _parse_l4(h, pos, ip_end, row, depth)
     return True
 
 
-def _parse_l4(h: bytes, pos: int, end: int, row: _Row) -> None:
+def _parse_l4(h: bytes, pos: int, end: int, row: _Row, depth: int = 0) -> None:
     proto = row.proto
+    if proto == 47:
+        _tunnel(h, pos, end, row, depth)
+        return
     if proto in _PORT_PROTOS:
         if pos + 4 > end:
             return  # ports cut off: leave them unknown
         row.sport = h[pos] << 8 | h[pos + 1]
         row.dport = h[pos + 2] << 8 | h[pos + 3]
         row.no_ports = False
+        if proto == 17 and row.dport == VXLAN_PORT:
+            _tunnel(h, pos, end, row, depth)
+            return
         if proto == 6 and pos + 14 <= end:
             row.flags = h[pos + 13]
             doff = (h[pos + 12] >> 4) * 4

@@ -84,12 +84,14 @@ def tshark_sflow(path: str, port: int = 6343) -> tuple:
         if layer is None:
             continue
         flows, counters = [], []
+        names = list(pkt["_source"]["layers"])
+        after = {k: pkt["_source"]["layers"][k] for k in names[names.index("sflow") + 1:]}
         for key, sample in _items(layer):
             if not isinstance(sample, dict) or "sflow_245.sampletype" not in sample:
                 continue
             stype = int(sample["sflow_245.sampletype"])
             if stype in (1, 3):
-                flows.append(_tshark_flow(sample, stype))
+                flows.append(_tshark_flow(sample, stype, after))
             elif stype in (2, 4):
                 counters.append(_tshark_counters(sample))
         agent = layer.get("sflow_245.agent") or layer.get("sflow_245.agent.v6")
@@ -98,7 +100,8 @@ def tshark_sflow(path: str, port: int = 6343) -> tuple:
     return tuple(frames)
 
 
-def _tshark_flow(sample: dict, stype: int) -> dict:
+def _tshark_flow(sample: dict, stype: int, after: dict) -> dict:
+    """One flow sample; ``after`` holds the frame's layers that follow the sFlow layer."""
     rec = {"rate": int(sample["sflow.flow_sample.sampling_rate"]),
            "seq": int(sample["sflow.flow_sample.sequence_number"])}
     if stype == 1:
@@ -115,6 +118,10 @@ def _tshark_flow(sample: dict, stype: int) -> dict:
         if key == "Raw packet header" and isinstance(record, dict):
             rec["frame_length"] = int(record["sflow_245.header.frame_length"])
             tree = record.get("sflow_245.header_tree", {})
+            udp = _first(tree, "udp")
+            if udp is not None and int(udp["udp.dstport"]) == 4789 and "vxlan" in after:
+                # a VXLAN sample is its inner packet; tshark dissects that after the sFlow layer, not in its tree
+                tree = after
             ip = _first(tree, "ip") or _first(tree, "ipv6")
             if ip is None:
                 continue
@@ -598,3 +605,32 @@ def test_mutated_real_datagrams_never_raise(seed: bytes, flips: list, cut: int) 
         if data:
             data[pos % len(data)] = value
     _check_one(bytes(data[: len(data) - cut % (len(data) + 1)]))
+
+
+def _ipv4(proto: int, payload: bytes, src: bytes = bytes([192, 0, 2, 1]), dst: bytes = bytes([192, 0, 2, 2])) -> bytes:
+    return struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, 64, proto, 0, src, dst) + payload
+
+
+def test_gre_and_vxlan_samples_are_read_by_their_inner_packet() -> None:
+    """The tunnel endpoints only carry the flow: GRE (with a key) and VXLAN samples give the inner MQTT packet."""
+    inner_eth = _eth_ipv4_tcp(MQTT_PUBLISH)
+    inner_ip = inner_eth[14:]
+    gre = struct.pack(">BBHI", 0x20, 0, 0x0800, 77) + inner_ip  # K bit: a 4-byte key follows
+    vxlan = struct.pack(">HHHH", 51000, 4789, 8 + 8 + len(inner_eth), 0) + struct.pack(">II", 0x08000000, 5 << 8)
+    for outer in (_ipv4(47, gre), _ipv4(17, vxlan + inner_eth)):
+        pkt = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + outer
+        _, n, batch = _decode(_datagram([_flow_sample([_raw_header(pkt, 1500)], rate=1)]))
+        assert n == 1
+        assert (words_to_ip(batch.src_hi[0], batch.src_lo[0]), words_to_ip(batch.dst_hi[0], batch.dst_lo[0])) == \
+            ("10.1.1.1", "203.0.113.9")
+        assert (batch.src_port[0], batch.dst_port[0], batch.proto[0]) == (40000, 18830, 6)
+        assert batch.app_proto[0] == APP_PROTOCOL_ID["mqtt"] and batch.strings[batch.topic_id[0]] == "bots/42/ping"
+        assert batch.bytes[0] == 1500  # what crossed the wire, tunnel headers included
+
+
+def test_a_tunnel_cut_off_before_its_inner_addresses_keeps_the_outer_packet() -> None:
+    vxlan = struct.pack(">HHHH", 51000, 4789, 30, 0) + struct.pack(">II", 0x08000000, 0) + b"\x02" * 6
+    pkt = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + _ipv4(17, vxlan)
+    _, n, batch = _decode(_datagram([_flow_sample([_raw_header(pkt, 100)], rate=1)]))
+    assert n == 1 and (batch.dst_port[0], batch.proto[0]) == (4789, 17)
+    assert words_to_ip(batch.src_hi[0], batch.src_lo[0]) == "192.0.2.1"
