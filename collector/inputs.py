@@ -43,6 +43,7 @@ class OfflineSource:
         self._builder = FlowBatchBuilder(self.batch_rows + 4096)
         self._syslog = None
         self.hostlog_rejected: Counter[str] = Counter()
+        self._syslog_now = -(2**63)  # the newest record time syslog gave: the data time sessions expire by
 
     @staticmethod
     def check(paths: list[str]) -> None:
@@ -74,6 +75,8 @@ class OfflineSource:
         self.check(paths)
         for p in paths:
             yield from self._one(p)
+        if self._syslog is not None:  # the input ended: session starts still waiting for their end are records
+            self._syslog.close_sessions(self._builder)
         if len(self._builder):
             yield self._flush()
 
@@ -156,7 +159,11 @@ class OfflineSource:
                 block = list(islice(lines, 1024))
                 if not block:
                     break
+                mark = len(self._builder)
                 parser.feed_lines(block, (0, 0), mtime, self._builder)
+                if len(self._builder) > mark:
+                    self._syslog_now = max(self._syslog_now, int(self._builder.rows()["end_ns"][mark:].max()))
+                    parser.expire_sessions(self._syslog_now, self._builder)
                 if self.progress is not None:
                     self.progress(path, f.tell(), total)
                 if len(self._builder) >= self.batch_rows:

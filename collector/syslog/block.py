@@ -42,6 +42,7 @@ from analytics.schema import (
     FLAG_NO_INTERFACES,
     FLAG_NO_PACKETS,
     FLAG_NO_PORTS,
+    FLAG_ORIENTED,
     FLOW_DTYPE,
 )
 from collector.syslog import header_kernel as hk
@@ -1071,6 +1072,8 @@ def _join_ends(out, held, ends, sources):
                 t = e[a]
                 e[a] = e[b]
                 e[b] = t
+        if e[_O_ORIENTED] != 0:  # a session log names the initiator first (or its start did)
+            e[_O_FLAGS] |= FLAG_ORIENTED
 
 
 @numba.njit(cache=True)
@@ -1588,6 +1591,7 @@ class BlockPath:
             vendor = profile.vendor
             if kind == 1:  # open
                 if profile.emit_open:
+                    out[i, _O_FLAGS] |= FLAG_ORIENTED
                     take.append(i)
                     continue
                 old = sessions.pop(key, None)
@@ -1647,7 +1651,9 @@ class BlockPath:
             self._join(out, closes, sources)
         if pending:  # starts still open at the end of the block: into held
             sl = np.fromiter(pending.keys(), np.int64, len(pending))
-            self.held[sl] = out[np.fromiter(pending.values(), np.int64, len(pending))]
+            lines_held = np.fromiter(pending.values(), np.int64, len(pending))
+            self.held[sl] = out[lines_held]
+            P._oldest_ns = min(P._oldest_ns, int(out[lines_held, _O_START].min()))
         self._pending = {}
         for labels, v in tally.items():
             P.counters.inc("brokerwatch_syslog_sessions_total", labels, v)
@@ -1675,6 +1681,11 @@ class BlockPath:
         row = (self._out[line] if line is not None else self.held[slot]).tolist()
         self.free.append(slot)
         return self._record(row)
+
+    def held_start(self, slot: int) -> int:
+        """The start time of the session start held in slot (between blocks)."""
+        line = self._pending.get(slot)
+        return int(self._out[line, _O_START] if line is not None else self.held[slot, _O_START])
 
     def free_slot(self, slot: int) -> None:
         """A held start evicted by the reference path."""

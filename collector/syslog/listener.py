@@ -29,6 +29,8 @@ MAX_DATAGRAM = 65535
 FLUSH_SECONDS = 0.01
 #: ... as soon as this many are waiting.
 FLUSH_ROWS = 4096
+#: Held session starts are checked against their timeout at most this often.
+EXPIRE_SECONDS = 1.0
 #: Open TCP connections accepted at once; more are closed and counted.
 MAX_CONNECTIONS = 1024
 
@@ -54,6 +56,15 @@ class _Sink:
         self.builder = FlowBatchBuilder(4096)
         self._scheduled = False
         self._loop = asyncio.get_running_loop()
+        self._expired_at = 0.0
+        self.users = 0  # listeners sharing this sink; the last one to close ends the held sessions
+
+    def close(self) -> None:
+        """One listener is done; after the last, session starts still waiting become records (the input ended)."""
+        self.users -= 1
+        if self.users <= 0:
+            self.parser.close_sessions(self.builder)
+        self.flush()
 
     def rows_added(self) -> None:
         n = len(self.builder)
@@ -64,8 +75,12 @@ class _Sink:
             self._loop.call_later(FLUSH_SECONDS, self.flush)
 
     def flush(self) -> None:
-        """Hand the rows collected so far to on_rows."""
+        """Hand the rows collected so far to on_rows (session starts past their timeout among them)."""
         self._scheduled = False
+        now = time.monotonic()
+        if now - self._expired_at >= EXPIRE_SECONDS:
+            self._expired_at = now
+            self.parser.expire_sessions(time.time_ns(), self.builder)
         if not len(self.builder):
             return
         batch = self.builder.build()
@@ -132,7 +147,7 @@ class _UdpReader:
         """Stop reading, close the socket and deliver the rows collected so far."""
         self._loop.remove_reader(self.sock.fileno())
         self.sock.close()
-        self.sink.flush()
+        self.sink.close()
 
     @property
     def port(self) -> int:
@@ -197,7 +212,7 @@ class _TcpServer:
             if c.transport is not None:
                 c.transport.close()
             c._deliver(c.framer.flush())
-        self.sink.flush()
+        self.sink.close()
 
     @property
     def port(self) -> int:
@@ -246,4 +261,5 @@ async def start_syslog_listeners(host: str, udp_port: int | None, tcp_port: int 
         srv.server = await loop.create_server(factory, host, tcp_port, reuse_address=True,
                                               reuse_port=reuse_port or None)
         out.append(srv)
+    sink.users = len(out)
     return out

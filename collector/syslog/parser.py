@@ -15,8 +15,10 @@ A line goes through three steps:
 
 Session pairing: a session-start message (ASA *Built*, SRX SESSION_CREATE, PAN-OS ``start``) is held in a
 bounded table keyed by the profile's session fields; its end message makes one record (bytes and duration from the
-end; start = end - duration), oriented like the start message. An end without its start still makes a record; a
-start that never ends is not a flow (counted when it is evicted). Nothing here raises on bad input: rejections are
+end; start = end - duration), oriented like the start message (``FLAG_ORIENTED``: the port-based fold leaves it).
+An end without its start still makes a record; a start whose end has not come within the profile's
+``session_timeout`` (``expire_sessions``, data time offline, the clock live) or when the input ends
+(``close_sessions``) becomes a record of its own, without counters. One evicted from a full table is counted. Nothing here raises on bad input: rejections are
 counted by reason in ``brokerwatch_decoder_errors_total{syslog.<vendor>|syslog, reason}`` and messages no profile
 knows in ``brokerwatch_syslog_unmatched_total``.
 
@@ -26,7 +28,8 @@ the key, e.g. ``panos.yaml: messages[1].fields.colour: unknown record field``) h
 - ``vendor`` (dataset ``syslog.<vendor>``), ``samples`` (fixture/corpus files that prove it; ``corpus:`` prefix for
   the shared corpus), ``documents``, ``description``, ``timezone`` (for stamps without an offset; default UTC),
   ``priority`` (lower is tried first), ``orient_unknown`` (``lower_port_is_destination`` for end messages whose
-  start was not seen and that do not say who initiated), ``emit_open`` (start messages are records too).
+  start was not seen and that do not say who initiated), ``emit_open`` (start messages are records too),
+  ``session_timeout`` (seconds a start waits for its end; the device's idle timeout, default 3600).
 - ``recognise``: ``app`` (regex on the header's APP-NAME/TAG), ``msgid``, ``contains`` (any of these substrings),
   ``regex`` (searched in the body; its named groups become fields). All given must hold.
 - ``extract``: steps run on every recognised message: ``{type: kv|csv|regex, source: body|msg|sd}``; kv takes
@@ -71,6 +74,7 @@ from analytics.schema import (
     FLAG_NO_PACKETS,
     FLAG_NO_INTERFACES,
     FLAG_NO_PORTS,
+    FLAG_ORIENTED,
     FlowBatchBuilder,
     dataset_id,
 )
@@ -86,6 +90,8 @@ MAX_LINE = 16384
 BLOCK_MIN_LINES = 4
 #: Open sessions (start seen, end not yet) held per parser before the oldest is evicted and counted.
 MAX_OPEN_SESSIONS = 65536
+#: Seconds a session start waits for its end unless the profile says (``session_timeout``).
+DEFAULT_SESSION_TIMEOUT_S = 3600
 _I64_MIN, _I64_MAX, _U64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -501,7 +507,7 @@ def _unquote(v):
     return v
 
 _PROFILE_KEYS = {"vendor", "description", "documents", "samples", "timezone", "priority", "recognise", "extract",
-                 "messages", "fields", "emit_open", "app_protocols", "orient_unknown", "max_line"}
+                 "messages", "fields", "emit_open", "app_protocols", "orient_unknown", "max_line", "session_timeout"}
 _MESSAGE_KEYS = {"name", "when", "extract", "kind", "session", "fields", "action", "swap"}
 _RECOGNISE_KEYS = {"app", "msgid", "contains", "regex"}
 _FIELD_TARGETS = {"src_ip", "dst_ip", "src_port", "dst_port", "proto", "bytes", "packets", "app", "in_if", "out_if",
@@ -782,6 +788,9 @@ class Profile:
     emit_open: bool
     orient_unknown: str
     samples: list[str] = field(default_factory=list)
+    #: A session start whose end has not come after this long becomes a record on its own (the device's idle
+    #: timeout: its end can no longer be on the way).
+    session_timeout_ns: int = DEFAULT_SESSION_TIMEOUT_S * 1_000_000_000
     #: The counter label of this profile's records (``syslog.<vendor>``).
     label: tuple[str] = ()
     #: The profile as written (after validation), for the block compiler (syslog_block.py).
@@ -1008,6 +1017,9 @@ def load_profile(path: str | Path) -> Profile:
     priority = data.get("priority", 50)
     if not isinstance(priority, int):
         raise ProfileError(path, "priority", "expected an integer (lower is tried first)")
+    timeout = data.get("session_timeout", DEFAULT_SESSION_TIMEOUT_S)
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 0 < timeout <= 30 * 86400:
+        raise ProfileError(path, "session_timeout", "expected whole seconds, 1 to 2592000")
     return Profile(
         vendor=vendor, path=path, dataset=dataset_id(f"syslog.{vendor}"), timezone=str(tzname), priority=priority,
         app_re=_compile_regex(rec["app"], "recognise.app", path) if "app" in rec else None,
@@ -1016,6 +1028,7 @@ def load_profile(path: str | Path) -> Profile:
         recognise_re=_compile_regex(rec["regex"], "recognise.regex", path) if "regex" in rec else None,
         extract=base_extract, messages=messages, app_protocols=app_ids,
         emit_open=bool(data.get("emit_open", False)), orient_unknown=orient, samples=list(samples), spec=data,
+        session_timeout_ns=timeout * 1_000_000_000,
     )
 
 
@@ -1077,6 +1090,10 @@ class SyslogParser:
         self.max_line = max_line
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[tuple, _Record] = OrderedDict()
+        self._by_vendor = {p.vendor: p for p in self.profiles}
+        # expire_sessions has nothing to do before the oldest held start is this old (a lower bound, kept cheap)
+        self._min_timeout_ns = min((p.session_timeout_ns for p in self.profiles), default=0)
+        self._oldest_ns = _I64_MAX
         self._last_profile: dict[tuple, Profile] = {}
         self._log = RateLimitedLog()
         self._default_dataset = dataset_id("syslog")
@@ -1125,6 +1142,51 @@ class SyslogParser:
     def open_sessions(self) -> int:
         """Session starts waiting for their end."""
         return len(self._sessions)
+
+    def expire_sessions(self, now_ns: int, builder: FlowBatchBuilder) -> int:
+        """Session starts older than their profile's ``session_timeout`` at now_ns (data time offline, the clock
+        live) become records on their own; returns the rows appended. The table is in arrival order, so the walk
+        stops at the first start still within its timeout."""
+        if not self._sessions or now_ns - self._oldest_ns < self._min_timeout_ns:
+            return 0
+        sessions = self._sessions
+        while sessions:
+            key = next(iter(sessions))
+            rec = sessions[key]
+            start = self._block.held_start(rec) if rec.__class__ is int else rec.start_ns
+            profile = self._by_vendor[key[2]]
+            if now_ns - start < profile.session_timeout_ns:
+                self._oldest_ns = start
+                break
+            del sessions[key]
+            self._lone_start(key, rec, "start_timed_out")
+        else:
+            self._oldest_ns = _I64_MAX
+        return self._flush(builder)
+
+    def close_sessions(self, builder: FlowBatchBuilder) -> int:
+        """Every session start still waiting becomes a record on its own (the input ended, or the service stops);
+        returns the rows appended."""
+        sessions = self._sessions
+        while sessions:
+            key, rec = sessions.popitem(last=False)
+            self._lone_start(key, rec, "start_at_end_of_input")
+        self._oldest_ns = _I64_MAX
+        return self._flush(builder)
+
+    def _lone_start(self, key: tuple, rec, why: str) -> None:
+        """A held start whose end never came as a record: its addresses, start time, the start's verdict, no
+        counters (the end would have carried them)."""
+        if rec.__class__ is int:
+            rec = self._block.take_slot(rec)
+        profile = self._by_vendor[key[2]]
+        rec.end_ns = rec.start_ns
+        rec.flags |= FLAG_NO_COUNTERS
+        rec.bytes = rec.packets = 0
+        if rec.oriented:
+            rec.flags |= FLAG_ORIENTED
+        self.counters.inc("brokerwatch_syslog_sessions_total", (profile.vendor, why))
+        self._append(rec, profile, key[0])
 
     # -- internals ----------------------------------------------------------------------------------------------
 
@@ -1351,11 +1413,14 @@ class SyslogParser:
         """An open message is held under key; a close one is joined with its open (if held) and made a row."""
         if kind == "open":
             if profile.emit_open:
+                rec.flags |= FLAG_ORIENTED
                 return self._append(rec, profile, exporter)
             old = self._sessions.pop(key, None)
             if old.__class__ is int:  # a start the block path held (syslog_block.py): its slot is free again
                 self._block.free_slot(old)
             self._sessions[key] = rec
+            if rec.start_ns < self._oldest_ns:
+                self._oldest_ns = rec.start_ns
             if len(self._sessions) > self.max_sessions:
                 (_k, _old) = self._sessions.popitem(last=False)
                 if _old.__class__ is int:
@@ -1390,6 +1455,8 @@ class SyslogParser:
             # Heuristic for an end message whose start was not seen: the lower port is the service.
             rec.src, rec.dst, rec.src_port, rec.dst_port = rec.dst, rec.src, rec.dst_port, rec.src_port
             rec.in_if, rec.out_if = rec.out_if, rec.in_if
+        if rec.oriented:  # a session log names the initiator first (or its start did)
+            rec.flags |= FLAG_ORIENTED
         return self._append(rec, profile, exporter)
 
     def _append(self, r: _Record, profile: Profile, exporter: tuple[int, int]) -> int:
