@@ -57,6 +57,7 @@ class _Sink:
         self._scheduled = False
         self._loop = asyncio.get_running_loop()
         self._expired_at = 0.0
+        self._data_ns = -(2**63)  # the newest record time made: what held session starts expire by
         self.users = 0  # listeners sharing this sink; the last one to close ends the held sessions
 
     def close(self) -> None:
@@ -77,10 +78,14 @@ class _Sink:
     def flush(self) -> None:
         """Hand the rows collected so far to on_rows (session starts past their timeout among them)."""
         self._scheduled = False
+        if len(self.builder):
+            # data time, as offline: the senders' own clocks, so a device whose clock is off does not see its
+            # sessions expire at once
+            self._data_ns = max(self._data_ns, int(self.builder.rows()["end_ns"].max()))
         now = time.monotonic()
         if now - self._expired_at >= EXPIRE_SECONDS:
             self._expired_at = now
-            self.parser.expire_sessions(time.time_ns(), self.builder)
+            self.parser.expire_sessions(self._data_ns, self.builder)
         if not len(self.builder):
             return
         batch = self.builder.build()

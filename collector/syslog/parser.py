@@ -17,7 +17,7 @@ Session pairing: a session-start message (ASA *Built*, SRX SESSION_CREATE, PAN-O
 bounded table keyed by the profile's session fields; its end message makes one record (bytes and duration from the
 end; start = end - duration), oriented like the start message (``FLAG_ORIENTED``: the port-based fold leaves it).
 An end without its start still makes a record; a start whose end has not come within the profile's
-``session_timeout`` (``expire_sessions``, data time offline, the clock live) or when the input ends
+``session_timeout`` (``expire_sessions``, in data time) or when the input ends
 (``close_sessions``) becomes a record of its own, without counters. One evicted from a full table is counted. Nothing here raises on bad input: rejections are
 counted by reason in ``brokerwatch_decoder_errors_total{syslog.<vendor>|syslog, reason}`` and messages no profile
 knows in ``brokerwatch_syslog_unmatched_total``.
@@ -1144,8 +1144,8 @@ class SyslogParser:
         return len(self._sessions)
 
     def expire_sessions(self, now_ns: int, builder: FlowBatchBuilder) -> int:
-        """Session starts older than their profile's ``session_timeout`` at now_ns (data time offline, the clock
-        live) become records on their own; returns the rows appended. The table is in arrival order, so the walk
+        """Session starts older than their profile's ``session_timeout`` at now_ns (data time: the newest record
+        time the caller has seen) become records on their own; returns the rows appended. The table is in arrival order, so the walk
         stops at the first start still within its timeout."""
         if not self._sessions or now_ns - self._oldest_ns < self._min_timeout_ns:
             return 0
@@ -1175,14 +1175,11 @@ class SyslogParser:
         return self._flush(builder)
 
     def _lone_start(self, key: tuple, rec, why: str) -> None:
-        """A held start whose end never came as a record: its addresses, start time, the start's verdict, no
-        counters (the end would have carried them)."""
+        """A held start whose end never came as a record: what the start message said (addresses, times, verdict;
+        counters only where it has them, as PAN-OS ``start`` logs do)."""
         if rec.__class__ is int:
             rec = self._block.take_slot(rec)
         profile = self._by_vendor[key[2]]
-        rec.end_ns = rec.start_ns
-        rec.flags |= FLAG_NO_COUNTERS
-        rec.bytes = rec.packets = 0
         if rec.oriented:
             rec.flags |= FLAG_ORIENTED
         self.counters.inc("brokerwatch_syslog_sessions_total", (profile.vendor, why))

@@ -38,7 +38,8 @@ LINES = [line for p in FILES for line in p.read_bytes().splitlines() if line.str
 
 
 def _run(lines: list, block: int | None, recv_ns: int = REF, max_sessions: int = S.MAX_OPEN_SESSIONS):
-    """(rows, counters, open session keys) of lines fed one at a time (block None) or in blocks of that size."""
+    """(rows, counters, open session keys) of lines fed one at a time (block None) or in blocks of that size; the
+    rows end with the held starts made records (close_sessions)."""
     counters = Counters()
     parser = S.SyslogParser(counters, profiles=PROFILES, reference_ns=REF, max_sessions=max_sessions)
     b = FlowBatchBuilder(16)
@@ -47,8 +48,10 @@ def _run(lines: list, block: int | None, recv_ns: int = REF, max_sessions: int =
         n = sum(parser.feed_line(line, EXPORTER, recv_ns, b) for line in lines)
     else:
         n = sum(parser.feed_lines(lines[i:i + block], EXPORTER, recv_ns, b) for i in range(0, len(lines), block))
+    sessions = list(parser._sessions)
+    n += parser.close_sessions(b)  # the starts each path held (block: slots) as records when the input ends
     assert n == len(b)
-    return b.build().to_rows(), counters.snapshot(), list(parser._sessions)
+    return b.build().to_rows(), counters.snapshot(), sessions
 
 
 def _same(lines: list, block: int, recv_ns: int = REF, max_sessions: int = S.MAX_OPEN_SESSIONS) -> None:

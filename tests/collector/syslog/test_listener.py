@@ -187,3 +187,32 @@ def test_udp_bursts_from_two_senders_are_parsed_per_sender():
         exp = sorted(tuple(r)[2:] for r in b.build().to_rows().tolist())  # without the times (receive times differ)
         got = sorted(tuple(r)[2:] for r in rows if (r[6], r[7]) == ip_to_words(src))
         assert got == exp
+
+
+def test_a_start_still_open_when_the_listeners_close_is_a_record():
+    """The service stops: a Built whose Teardown never came is handed on with the last batch."""
+    line = (FIXTURES / "syslog" / "cisco_asa.log").read_text().splitlines()[10].encode()  # Built, never torn down
+
+    async def run():
+        batches: list[FlowBatch] = []
+        counters = Counters()
+        closers = await start_syslog_listeners("127.0.0.1", 0, 0, batches.append, counters)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(line, ("127.0.0.1", closers[0].port))
+        loop = asyncio.get_running_loop()
+        end = loop.time() + DEADLINE_S
+        while counters.get("brokerwatch_syslog_messages_total", ("udp",)) < 1 and loop.time() < end:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
+        held = sum(len(b) for b in batches)
+        closers[0].close()
+        after_one = sum(len(b) for b in batches)
+        closers[1].close()  # the last listener of the sink: the held start is a record now
+        s.close()
+        return held, after_one, [r for b in batches for r in flow_records(b)], counters
+
+    held, after_one, got, counters = asyncio.run(run())
+    assert held == after_one == 0
+    assert [(r["source"]["ip"], r["destination"]["ip"], r["destination"]["port"]) for r in got] == [
+        ("192.0.2.80", "10.2.0.11", 61614)]
+    assert counters.get("brokerwatch_syslog_sessions_total", ("cisco_asa", "start_at_end_of_input")) == 1

@@ -68,6 +68,15 @@ def check(path: Path, expected: dict, *, dataset: str, unmatched_default: bool =
     return got, counters, parser
 
 
+def closed(parser: SyslogParser) -> list[tuple]:
+    """The records the held session starts make when the input ends (close_sessions), as R tuples."""
+    b = FlowBatchBuilder(16)
+    n = parser.close_sessions(b)
+    recs = [_tuple(r) for r in flow_records(b.build())]
+    assert len(recs) == n and parser.open_sessions() == 0
+    return recs
+
+
 def corpus_file(corpus: Path, rel: str) -> Path:
     return corpus / "firewall_syslog" / rel
 
@@ -78,6 +87,12 @@ def corpus_file(corpus: Path, rel: str) -> Path:
 def test_asa_corpus(corpus):
     recv = "2026-11-28T12:00:00Z"
     _, c, parser = check(corpus_file(corpus, "cisco_asa/wazuh_cisco_asa_extracted.log"), {
+        4: R("111.93.241.59", 54322, "116.6.127.122", 1433, 6, None, "deny", recv),  # 106001
+        5: R("185.158.113.158", 53306, "116.6.127.123", 53413, 17, None, "deny", recv),  # 106006
+        9: R("192.168.0.1", 11, "192.168.0.2", 22, 6, None, "deny", recv),  # 710003
+        13: R("151.80.47.231", None, "116.6.127.112", None, 1, None, "deny", recv),  # 106014
+        16: R("115.51.6.185", None, "116.6.127.120", None, 47, None, "deny", recv),  # 106010, GRE
+        51: R("192.168.0.1", 11, "192.168.0.2", 22, 6, None, "deny", recv),  # 106015
         18: R("111.11.11.1", 2143, "172.11.1.11", 139, 6, None, "deny", recv),
         # 302014 without its 302013: the lower port (53) is taken as the service.
         41: R("192.168.1.185", 1032, "171.70.168.183", 53, 6, 526, "close", recv),
@@ -85,17 +100,23 @@ def test_asa_corpus(corpus):
         43: R("10.1.2.1", None, "10.1.1.2", None, 1, None, "close", recv),
         47: HELD,
     }, dataset="syslog.cisco_asa", rejected={"syslog.cisco_asa:bad_address": 1})  # line 37: dst is a name
-    assert c.get("brokerwatch_syslog_unmatched_total", ("cisco_asa",)) == 88 - 5
+    assert c.get("brokerwatch_syslog_unmatched_total", ("cisco_asa",)) == 88 - 11
     assert parser.open_sessions() == 1
     assert c.get("brokerwatch_syslog_sessions_total", ("cisco_asa", "end_without_start")) == 2
+    # the input ends: line 47's outbound Built (inside 10.1.1.2 initiated) is a record of its own, no counters
+    assert closed(parser) == [R("10.1.1.2", 53496, "10.1.2.1", 22, 6, None, "allow", recv)]
+    assert c.get("brokerwatch_syslog_sessions_total", ("cisco_asa", "start_at_end_of_input")) == 1
 
 
 def test_ftd_corpus(corpus):
     recv = "2026-11-28T12:00:00Z"
     _, c, _ = check(corpus_file(corpus, "cisco_asa/wazuh_cisco_ftd_extracted.log"), {
         7: R("111.11.11.1", 2143, "172.11.1.11", 139, 6, None, "deny", recv),
-    }, dataset="syslog.cisco_asa", rejected={"syslog.cisco_asa:malformed": 1})  # line 12: a 106100 template text
-    assert c.get("brokerwatch_syslog_unmatched_total", ("cisco_asa",)) == 42 - 2
+    }, dataset="syslog.cisco_asa", rejected={"syslog.cisco_asa:malformed": 4, "syslog.cisco_asa:bad_address": 1})
+    # Lines 3-5, 11 and 12 are Cisco's message templates, not messages: 106001/106015 with "/port" for the ports,
+    # 106010 with "[interface_name: ...]", 106100 with "{permitted | denied | est-allowed}" (malformed), and 106002
+    # with "inside_address" where the address goes (bad_address).
+    assert c.get("brokerwatch_syslog_unmatched_total", ("cisco_asa",)) == 42 - 6
 
 
 def test_asa_fixture():
@@ -116,6 +137,16 @@ def test_asa_fixture():
         10: R("10.1.1.70", 53000, "198.51.100.40", 4222, 17, 77, "close", "2026-11-28T10:10:58.250000Z",
               "2026-11-28T10:11:00.250000Z"),
         11: HELD,
+        # one line per deny family: 106001, 106002, 106006, 106007, 106010, 106014, 106015, 710003, 710005
+        12: R("192.0.2.90", 51000, "10.1.1.80", 1883, 6, None, "deny", "2026-11-28T10:13:00Z"),
+        13: R("10.1.1.81", None, "198.51.100.82", None, 17, None, "deny", "2026-11-28T10:14:00Z"),
+        14: R("192.0.2.91", 40001, "10.1.1.82", 5683, 17, None, "deny", "2026-11-28T10:15:00Z"),
+        15: R("192.0.2.53", 53, "10.1.1.83", 40002, 17, None, "deny", "2026-11-28T10:16:00Z"),
+        16: R("192.0.2.92", None, "10.1.1.84", None, 47, None, "deny", "2026-11-28T10:17:00Z"),
+        17: R("192.0.2.93", None, "10.1.1.85", None, 1, None, "deny", "2026-11-28T10:18:00Z"),
+        18: R("10.1.1.86", 50500, "198.51.100.86", 8883, 6, None, "deny", "2026-11-28T10:19:00Z"),
+        19: R("192.0.2.94", 52000, "203.0.113.5", 22, 6, None, "deny", "2026-11-28T10:20:00Z"),
+        20: R("192.0.2.95", 52001, "203.0.113.5", 4222, 17, None, "drop", "2026-11-28T10:21:00Z"),
     }, dataset="syslog.cisco_asa", unmatched_default=False)
     assert parser.open_sessions() == 1  # line 11 never ends
     assert c.get("brokerwatch_syslog_sessions_total", ("cisco_asa", "joined")) == 3
@@ -148,7 +179,7 @@ def test_panos_elastic_corpus(corpus):
         5: R("192.168.15.196", 46774, "175.16.199.1", 443, 17, 3627, "allow", "2018-11-30T16:07:13Z"),
         6: R("192.168.15.224", 52408, "175.16.199.1", 443, 6, 41753, "allow", "2018-11-30T16:07:33Z",
              "2018-11-30T16:08:58Z"),
-        7: HELD,  # subtype start, its end is not in the sample
+        7: HELD,  # subtype start, its end is not in the sample (a record when the input ends: test below)
         8: R("192.168.15.224", 52445, "175.16.199.1", 4282, 6, 624, "drop", "2018-11-30T16:09:12Z",
              "2018-11-30T16:09:25Z"),
         9: R("192.168.15.224", None, "175.16.199.1", None, 1, 1176, "deny", "2018-11-30T16:09:19Z"),
@@ -156,6 +187,14 @@ def test_panos_elastic_corpus(corpus):
         11: R("192.168.15.224", 62730, "175.16.199.1", 443, 17, 4867, "allow", "2018-11-30T16:07:20Z",
               "2018-11-30T16:07:35Z"),  # subtype 'test'
     }, dataset="syslog.panos")
+
+
+def test_panos_start_without_end_is_a_record_when_the_input_ends(corpus):
+    _, c, parser = run_file(corpus_file(corpus, "panos/elastic_panw_panos_traffic-sample_lines1-6_23-27.log"))
+    # line 7, subtype start: what it says so far (6295 bytes since the session began at 16:09:13)
+    assert closed(parser) == [R("192.168.15.224", 52454, "175.16.199.1", 443, 6, 6295, "allow",
+                                "2018-11-30T16:09:13Z")]
+    assert c.get("brokerwatch_syslog_sessions_total", ("panos", "start_at_end_of_input")) == 1
 
 
 def test_panos_wazuh_corpus(corpus):
@@ -245,10 +284,16 @@ def test_srx_elastic_corpus(corpus):
     }, dataset="syslog.juniper_srx")  # 13-16 APPTRACK_*: duplicates of RT_FLOW, skipped
     assert parser.open_sessions() == 2
     assert c.get("brokerwatch_syslog_sessions_total", ("juniper_srx", "joined")) == 1
+    # the input ends: the CREATEs of lines 1 and 5 (ICMP: no ports) are records of their own, at their start
+    assert closed(parser) == [
+        R("10.0.0.1", None, "67.43.156.13", None, 1, None, "allow", "2019-11-14T08:37:51.184000Z"),
+        R("67.43.156.14", None, "67.43.156.14", None, 1, None, "allow", "2013-11-04T16:23:09.264000Z")]
 
 
 def test_srx_wazuh_corpus(corpus):
     check(corpus_file(corpus, "juniper_srx/wazuh_junos_extracted.log"), {
+        # RT_SCREEN_IP: the screen dropped a spoofed UDP packet (no ports in the message)
+        1: R("1.1.1.1", None, "1.1.1.1", None, 17, None, "drop", "2017-08-24T04:58:58.724000Z"),
         # a 5424 message relayed behind a BSD header: its own stamp is used
         2: R("192.168.1.1", 1080, "192.168.1.2", 8010, 17, None, "deny", "2017-09-23T13:54:54.803000Z"),
     }, dataset="syslog.juniper_srx")
