@@ -23,7 +23,7 @@ from typing import Callable
 import orjson
 
 from analytics.endpoint import EndpointBatchBuilder
-from collector.hostlogs.errors import HostLogError
+from collector.hostlogs.errors import HostLogError, HostLogSkip
 from collector.metrics import Counters, RateLimitedLog
 
 log = logging.getLogger("brokerwatch.hostlogs")
@@ -32,12 +32,21 @@ log = logging.getLogger("brokerwatch.hostlogs")
 MAX_RECORD_BYTES = 1 << 20
 
 #: A decoder of one JSON dialect: appends the object's events to the builder and returns how many, or raises
-#: HostLogError. The dataset name it reports is the registry key's dataset.
+#: HostLogError (a rejection) or HostLogSkip (a well-formed record of no use, counted apart). The dataset name it reports is the registry key's dataset.
 JsonDecode = Callable[[dict, EndpointBatchBuilder], int]
 
 #: JSON dialects in the order they are tried: name -> (dataset, detect(obj) -> bool, decode). Filled below from the
 #: format modules; an explicit table, no registration by import side effect.
 JSON_DIALECTS: dict[str, tuple[str, Callable[[dict], bool], JsonDecode]] = {}
+
+#: Fast paths tried on a JSON record's bytes before the generic parse: (marker, dataset, decode_bytes(data, b)).
+#: A record holding the marker goes to decode_bytes, which appends its events and returns how many, raises as a
+#: JsonDecode does, or returns None to hand the record to the generic path (for shapes it does not cover).
+JSON_FAST_PATHS: list[tuple[bytes, str, Callable[[bytes, EndpointBatchBuilder], int | None]]] = []
+
+
+#: What a format module's decode may raise on a value it did not foresee: counted as ``bad_value``, never raised.
+_VALUE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, RecursionError)
 
 
 def _register_dialects() -> None:
@@ -46,6 +55,7 @@ def _register_dialects() -> None:
     for module in (sysmon, osquery, macos):
         for name, entry in module.DIALECTS.items():
             JSON_DIALECTS[name] = entry
+        JSON_FAST_PATHS.extend(getattr(module, "FAST_PATHS", ()))
 
 
 def sniff(head: bytes) -> str:
@@ -115,9 +125,11 @@ class HostLogDecoder:
             if detect(obj):
                 try:
                     self.count(dataset, decode(obj, b))
+                except HostLogSkip as e:
+                    self.skip(dataset, e.what)
                 except HostLogError as e:
                     self.reject(e.reason, str(e))
-                except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+                except _VALUE_ERRORS as e:
                     self.reject("bad_value", f"{type(e).__name__}: {e}")
                 return
         self.reject("unknown_format", "JSON object of no known host-log dialect")
@@ -127,6 +139,22 @@ class HostLogDecoder:
         if len(data) > MAX_RECORD_BYTES:
             self.reject("too_large", f"{len(data)} bytes")
             return
+        for marker, dataset, fast in JSON_FAST_PATHS:
+            if marker in data:
+                try:
+                    n = fast(data, b)
+                except HostLogSkip as e:
+                    self.skip(dataset, e.what)
+                    return
+                except HostLogError as e:
+                    self.reject(e.reason, str(e))
+                    return
+                except _VALUE_ERRORS as e:
+                    self.reject("bad_value", f"{type(e).__name__}: {e}")
+                    return
+                if n is not None:
+                    self.count(dataset, n)
+                    return
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as e:

@@ -10,3 +10,12 @@ class HostLogError(Exception):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+
+
+class HostLogSkip(Exception):
+    """A well-formed record that carries nothing the analytics use (another event id or channel); ``what`` is the
+    label it is counted under (``HostLogDecoder.skip``), not a rejection."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
