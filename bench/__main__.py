@@ -18,6 +18,7 @@ BENCHES = [
     ("analytics_incremental.py", []),
     ("overload.py", []),
     ("syslog.py", []),
+    ("hostlogs.py", []),
     ("analytics.py", []),
     ("detection/run.py", []),
     ("fuzz.py", ["--datagrams", "1000000"]),

@@ -92,6 +92,7 @@ class HostLogDecoder:
         self.skipped: Counter[tuple[str, str]] = Counter()
         self._log = RateLimitedLog(1.0, log)
         self._audit = None  # auditd.AuditAssembler, made on the first auditd line
+        self._fast = None  # the JSON_FAST_PATHS entry that took the last JSON record
 
     # -- counting ---------------------------------------------------------------------------------------------
     def count(self, dataset: str, n: int) -> None:
@@ -134,27 +135,41 @@ class HostLogDecoder:
                 return
         self.reject("unknown_format", "JSON object of no known host-log dialect")
 
+    def _decode_fast(self, entry, data: bytes, b: EndpointBatchBuilder) -> bool:
+        """True when a fast path took the record (decoded, skipped or rejected it); False hands it on."""
+        _, dataset, fast = entry
+        try:
+            n = fast(data, b)
+        except HostLogSkip as e:
+            self.skip(dataset, e.what)
+            return True
+        except HostLogError as e:
+            self.reject(e.reason, str(e))
+            return True
+        except _VALUE_ERRORS as e:
+            self.reject("bad_value", f"{type(e).__name__}: {e}")
+            return True
+        if n is None:
+            return False
+        self.count(dataset, n)
+        return True
+
     def decode_json(self, data: bytes, b: EndpointBatchBuilder) -> None:
         """One JSON document (an object, or an array of objects)."""
         if len(data) > MAX_RECORD_BYTES:
             self.reject("too_large", f"{len(data)} bytes")
             return
-        for marker, dataset, fast in JSON_FAST_PATHS:
-            if marker in data:
-                try:
-                    n = fast(data, b)
-                except HostLogSkip as e:
-                    self.skip(dataset, e.what)
-                    return
-                except HostLogError as e:
-                    self.reject(e.reason, str(e))
-                    return
-                except _VALUE_ERRORS as e:
-                    self.reject("bad_value", f"{type(e).__name__}: {e}")
-                    return
-                if n is not None:
-                    self.count(dataset, n)
-                    return
+        # A stream carries one forwarder's records, so the fast path that read the last record is tried first,
+        # without looking for its marker (a search through the whole record).
+        last = self._fast
+        if last is not None:
+            if self._decode_fast(last, data, b):
+                return
+            self._fast = None
+        for entry in JSON_FAST_PATHS:
+            if entry is not last and entry[0] in data and self._decode_fast(entry, data, b):
+                self._fast = entry
+                return
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as e:

@@ -159,10 +159,6 @@ def _to_struct(d, cls):
         raise HostLogError("bad_value", str(e)) from None
 
 
-def _port(value) -> int:
-    return value if value is not None and 0 <= value <= 65535 else 0
-
-
 def emit(b, eid: int, d, host, when, os_id: int = _WINDOWS, wazuh: bool = False) -> int:
     """Append the rows of one Sysmon event (id ``eid``; event data ``d``, a SysmonData/WazuhData or a dict under
     Sysmon's names) and return how many.
@@ -180,8 +176,13 @@ def emit(b, eid: int, d, host, when, os_id: int = _WINDOWS, wazuh: bool = False)
         ts = parse_time_ns(when)
     else:
         raise HostLogError("missing_field", f"Sysmon event {eid} without UtcTime")
+    # Empty and "-" (Sysmon's placeholder) are unknown, whichever path read the record.
     image = e.image
+    if not image or image == "-":
+        image = None
     user = e.user
+    if not user or user == "-":
+        user = None
     if wazuh:
         image = _unbs(image)
         user = _unbs(user)
@@ -191,25 +192,32 @@ def emit(b, eid: int, d, host, when, os_id: int = _WINDOWS, wazuh: bool = False)
     if pid is None or pid < 0:
         pid = -1
     g = e.process_guid
-    entity = None if not g else g.lower() if g[0] == "{" else "{" + g.lower() + "}"
+    entity = None if not g or g == "-" else g.lower() if g[0] == "{" else "{" + g.lower() + "}"
     if not isinstance(host, str):
         host = None
     if eid == 3:
         dst = e.destination_ip
-        if dst is None:
+        if not dst or dst == "-":
             raise HostLogError("missing_field", "Sysmon event 3 without DestinationIp")
         inbound = e.initiated is False
+        sport = e.source_port
+        dport = e.destination_port
+        proto = e.protocol
         b.append(
             ts, NETWORK_ACCEPT if inbound else NETWORK_CONNECT, os_id, _DS, host, pid, -1, image, None, None, None,
-            user, e.source_ip, _port(e.source_port), dst, _port(e.destination_port), _proto(e.protocol), None, entity,
-            3, inbound,
+            user, e.source_ip, sport if sport is not None else 0, dst, dport if dport is not None else 0,
+            _PROTOCOLS.get(proto) or _proto(proto), None, entity, 3, inbound,
         )
         return 1
     if image is None and pid < 0 and entity is None:
         raise HostLogError("missing_field", f"Sysmon event {eid} names no process")
     if eid == 1:
         cmd = e.command_line
+        if not cmd or cmd == "-":
+            cmd = None
         parent = e.parent_image
+        if not parent or parent == "-":
+            parent = None
         if wazuh:
             cmd = _unbs(cmd)
             parent = _unbs(parent)
@@ -221,7 +229,7 @@ def emit(b, eid: int, d, host, when, os_id: int = _WINDOWS, wazuh: bool = False)
         return 1
     if eid == 22:
         name = e.query_name
-        if name is None:
+        if not name or name == "-":
             raise HostLogError("missing_field", "Sysmon event 22 without QueryName")
         addresses = _dns_addresses(e.query_results)
         for addr in addresses or (None,):
@@ -377,8 +385,6 @@ def decode_winlogbeat_bytes(data: bytes, b) -> int | None:
     return emit(b, w.event_id, d, host, doc.timestamp, os_id)
 
 
-#: Byte-level fast paths (decoder.JSON_FAST_PATHS): (marker every such record holds, dataset, decode_bytes).
-FAST_PATHS = ((b'"winlog"', DATASET, decode_winlogbeat_bytes),)
 
 
 # -- Wazuh ---------------------------------------------------------------------------------------------------------
@@ -424,6 +430,75 @@ def _decode_flat(obj: dict, b) -> int:
     # NXLog's EventTime is local time without a zone; the ISO times the shippers add carry one.
     when = obj.get("@timestamp") or obj.get("TimeCreated") or obj.get("EventReceivedTime") or obj.get("EventTime")
     return _dispatch(b, channel, eid, obj, host, when)
+
+
+# -- fast paths of the Wazuh and flat dialects: the same fields, their own names ------------------------------------
+class _WazuhSystem(msgspec.Struct, rename="camel"):
+    channel: str | None = None
+    provider_name: str | None = None
+    event_id: int | None = msgspec.field(default=None, name="eventID")
+    computer: str | None = None
+    system_time: str | None = None
+
+
+class _WazuhWin(msgspec.Struct):
+    system: _WazuhSystem | None = None
+    eventdata: WazuhData | None = None
+
+
+class _WazuhDoc(msgspec.Struct):
+    win: _WazuhWin | None = None
+
+
+_WAZUH = msgspec.json.Decoder(_WazuhDoc, strict=False)
+
+
+def decode_wazuh_bytes(data: bytes, b) -> int | None:
+    """The fast path of a Wazuh eventchannel line (Sysmon channels only; the rest goes to the generic path)."""
+    try:
+        win = _WAZUH.decode(data).win
+    except msgspec.DecodeError:
+        return None
+    if win is None or win.system is None or win.eventdata is None:
+        return None
+    s = win.system
+    os_id = SYSMON_CHANNELS.get(s.channel or s.provider_name)
+    if os_id is None or s.event_id is None:
+        return None
+    return emit(b, s.event_id, win.eventdata, s.computer, s.system_time, os_id, wazuh=True)
+
+
+class _FlatEvent(SysmonData):
+    """An NXLog im_msvistalog record: Sysmon's event data at the top level beside NXLog's own fields."""
+
+    event_id: int | None = msgspec.field(default=None, name="EventID")
+    channel: str | None = msgspec.field(default=None, name="Channel")
+    source_name: str | None = msgspec.field(default=None, name="SourceName")
+    hostname: str | None = msgspec.field(default=None, name="Hostname")
+    timestamp: str | None = msgspec.field(default=None, name="@timestamp")
+
+
+_FLAT = msgspec.json.Decoder(_FlatEvent, strict=False)
+
+
+def decode_flat_bytes(data: bytes, b) -> int | None:
+    """The fast path of an NXLog / flat JSON line (Sysmon channels with an event time; the rest goes generic)."""
+    try:
+        e = _FLAT.decode(data)
+    except msgspec.DecodeError:
+        return None
+    os_id = SYSMON_CHANNELS.get(e.channel or e.source_name)
+    if os_id is None or e.event_id is None or (e.utc_time is None and e.timestamp is None):
+        return None
+    return emit(b, e.event_id, e, e.hostname, e.timestamp, os_id)
+
+
+#: Byte-level fast paths (decoder.JSON_FAST_PATHS): (marker every such record holds, dataset, decode_bytes).
+FAST_PATHS = (
+    (b'"winlog"', DATASET, decode_winlogbeat_bytes),
+    (b'"win"', DATASET, decode_wazuh_bytes),
+    (b'"EventID"', DATASET, decode_flat_bytes),
+)
 
 
 #: JSON dialects of this module (decoder.JSON_DIALECTS): name -> (dataset, detect, decode).

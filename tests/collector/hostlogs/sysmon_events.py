@@ -96,7 +96,7 @@ def _iso(ts: float, digits: int = 3) -> str:
 
 def message(ev: dict) -> str:
     """The rendered message text of an event (its title, then ``Name: value`` lines)."""
-    lines = [TITLES[ev["eid"]] + ":"] + [f"{k}: {v}" for k, v in ev["data"].items()]
+    lines = [TITLES.get(ev["eid"], "Event") + ":"] + [f"{k}: {v}" for k, v in ev["data"].items()]
     return "\n".join(lines)
 
 
@@ -109,7 +109,7 @@ def winlogbeat(ev: dict) -> dict:
         "agent": {"ephemeral_id": "a7c7b5d6-3f0e-4c7e-9d8f-2c1b0f6a9e11", "id": "d1c5f1a2-8e3b-4b8e-9a55-3b9f2f7c4e20",
                   "name": short, "type": "winlogbeat", "version": "8.11.1"},
         "ecs": {"version": "8.0.0"},
-        "event": {"action": ACTIONS[ev["eid"]], "code": str(ev["eid"]), "created": _iso(created + 0.2),
+        "event": {"action": ACTIONS.get(ev["eid"], "Event"), "code": str(ev["eid"]), "created": _iso(created + 0.2),
                   "kind": "event", "provider": SYSMON_PROVIDER},
         "host": {"architecture": "x86_64", "hostname": short.lower(), "id": "7ae3ba5b-6b0c-4a47-a0a6-94e43a0bb2f6",
                  "ip": ["fe80::4d3c:a1b2:77e1:9c1d", "10.1.1.10"], "mac": ["00-15-5D-01-02-03"],
@@ -122,7 +122,7 @@ def winlogbeat(ev: dict) -> dict:
             "api": "wineventlog", "channel": SYSMON_CHANNEL, "computer_name": ev["host"],
             "event_data": dict(ev["data"]), "event_id": str(ev["eid"]), "opcode": "Info",
             "process": {"pid": 3100, "thread": {"id": 4012}}, "provider_guid": SYSMON_GUID,
-            "provider_name": SYSMON_PROVIDER, "record_id": str(ev["record_id"]), "task": ACTIONS[ev["eid"]],
+            "provider_name": SYSMON_PROVIDER, "record_id": str(ev["record_id"]), "task": ACTIONS.get(ev["eid"], "Event"),
             "user": {"domain": "NT AUTHORITY", "identifier": "S-1-5-18", "name": "SYSTEM", "type": "Well Known Group"},
             "version": 5,
         },
@@ -155,7 +155,7 @@ def nxlog(ev: dict, utc_offset_s: int = 0) -> dict:
         "ProviderGuid": SYSMON_GUID, "Version": 5, "Task": ev["eid"], "OpcodeValue": 0,
         "RecordNumber": ev["record_id"], "ProcessID": 3100, "ThreadID": 4012, "Channel": SYSMON_CHANNEL,
         "Domain": "NT AUTHORITY", "AccountName": "SYSTEM", "UserID": "S-1-5-18", "AccountType": "User",
-        "Category": ACTIONS[ev["eid"]], "Opcode": "Info",
+        "Category": ACTIONS.get(ev["eid"], "Event"), "Opcode": "Info",
     }
     out.update(ev["data"])
     out.update({"Message": message(ev).replace("\n", "\r\n"), "EventReceivedTime": local,

@@ -305,23 +305,24 @@ def test_other_events_and_channels_are_skipped_not_rejected():
 
 # -- the Winlogbeat fast path reads what the generic path reads ----------------------------------------------------
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
-_addr = st.one_of(st.ip_addresses().map(str), _text)
+_field = st.one_of(st.sampled_from(["", "-", "C:\\a\\b.exe", "\\\\srv\\share\\x.exe"]), _text)
+_addr = st.one_of(st.ip_addresses().map(str), _field)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(eid=st.sampled_from([1, 3, 5, 22, 7]), image=_text, cmd=_text, user=_text, guid=_text,
-       pid=st.one_of(st.integers(-5, 2**40).map(str), _text), dst=_addr, port=st.one_of(st.integers(-1, 70000).map(str), _text),
-       initiated=st.sampled_from(["true", "false", "True", "x"]), results=_text)
-def test_fast_path_equals_generic_path(eid, image, cmd, user, guid, pid, dst, port, initiated, results):
+@given(fmt=st.sampled_from(["winlogbeat", "wazuh", "nxlog"]), eid=st.sampled_from([1, 3, 5, 22, 7]), image=_field,
+       cmd=_field, user=_field, guid=_field, pid=st.one_of(st.integers(-5, 2**40).map(str), _field), dst=_addr,
+       port=st.one_of(st.integers(-1, 70000).map(str), _field), initiated=st.sampled_from(["true", "false", "x", ""]),
+       results=_field)
+def test_fast_paths_equal_the_generic_path(fmt, eid, image, cmd, user, guid, pid, dst, port, initiated, results):
     fields = dict(Image=image, CommandLine=cmd, User=user, ProcessGuid=guid, ProcessId=pid, DestinationIp=dst,
                   DestinationPort=port, Initiated=initiated, QueryName="q.example", QueryResults=results)
-    ev = sysmon_event(eid if eid != 7 else 5, T0, **{k: v for k, v in fields.items()})
-    doc = winlogbeat(ev)
-    doc["winlog"]["event_id"] = str(eid)
-    for k in list(doc["winlog"]["event_data"]):
+    ev = sysmon_event(eid if eid != 7 else 5, T0, **fields)
+    for k in ev["data"]:
         if k in fields:
-            doc["winlog"]["event_data"][k] = fields[k]
-    line = orjson.dumps(doc)
+            ev["data"][k] = fields[k]
+    ev["eid"] = eid
+    line = render(fmt, ev)
 
     def run(generic: bool):
         dec = HostLogDecoder()
