@@ -34,6 +34,8 @@ from typing import Callable
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.syslog import calibration_ms  # noqa: E402  (the same loop, so figures compare across benchmarks)
+
 #: Each loop runs this many times and the fastest counts (other work on a shared machine only ever slows a run).
 REPEAT = 3
 
@@ -116,61 +118,52 @@ def _rows_of(lines: list[bytes]) -> int:
     return sum(dec.records.values())
 
 
-def _json_case(n: int, render: Callable[[dict], dict], access: Callable[[dict], tuple]) -> Case:
+def _json_case(n: int, render: Callable[[dict], dict], root: tuple[str, ...], system: tuple[str, ...],
+               keys: tuple[str, ...]) -> Case:
+    """A JSON row: records rendered by ``render``; the plain reading walks ``root`` to the event data, takes the
+    ``system`` path's object (the record itself when empty) for id/channel/host and ``keys`` from the event data."""
     import orjson
 
-    events = varied_events(n)
-    lines = [orjson.dumps(render(ev)) for ev in events]
+    lines = [orjson.dumps(render(ev)) for ev in varied_events(n)]
     _rows_of(lines)  # a dry run: every record must decode
+    head, fields = keys[:3], keys[3:]
 
     def plain() -> int:
-        k = 0
         for line in lines:
-            access(json.loads(line))
-            k += 1
-        return k
+            o = json.loads(line)
+            d = s = o
+            for k in root:
+                d = d[k]
+            for k in system:
+                s = s[k]
+            tuple(map(s.get, head)), tuple(map(d.get, fields))
+        return len(lines)
 
     return Case(len(lines), lambda: _rows_of(lines) and len(lines), plain, "json.loads + key access")
+
+
+_SYSMON_KEYS = ("UtcTime", "ProcessGuid", "ProcessId", "Image", "CommandLine", "User", "SourceIp", "SourcePort",
+                "DestinationIp", "DestinationPort", "QueryName", "QueryResults")
 
 
 def winlogbeat_case(n: int) -> Case:
     from tests.collector.hostlogs.sysmon_events import winlogbeat
 
-    def access(o):
-        w = o["winlog"]
-        d = w["event_data"]
-        return (w["event_id"], w["channel"], w["computer_name"], d.get("UtcTime"), d.get("ProcessGuid"),
-                d.get("ProcessId"), d.get("Image"), d.get("CommandLine"), d.get("User"), d.get("SourceIp"),
-                d.get("SourcePort"), d.get("DestinationIp"), d.get("DestinationPort"), d.get("QueryName"),
-                d.get("QueryResults"))
-
-    return _json_case(n, winlogbeat, access)
+    return _json_case(n, winlogbeat, ("winlog", "event_data"), ("winlog",),
+                      ("event_id", "channel", "computer_name") + _SYSMON_KEYS)
 
 
 def wazuh_case(n: int) -> Case:
     from tests.collector.hostlogs.sysmon_events import wazuh
 
-    def access(o):
-        s = o["win"]["system"]
-        d = o["win"]["eventdata"]
-        return (s["eventID"], s["channel"], s["computer"], d.get("utcTime"), d.get("processGuid"),
-                d.get("processId"), d.get("image"), d.get("commandLine"), d.get("user"), d.get("sourceIp"),
-                d.get("sourcePort"), d.get("destinationIp"), d.get("destinationPort"), d.get("queryName"),
-                d.get("queryResults"))
-
-    return _json_case(n, wazuh, access)
+    return _json_case(n, wazuh, ("win", "eventdata"), ("win", "system"),
+                      ("eventID", "channel", "computer") + tuple(k[0].lower() + k[1:] for k in _SYSMON_KEYS))
 
 
 def nxlog_case(n: int) -> Case:
     from tests.collector.hostlogs.sysmon_events import nxlog
 
-    def access(o):
-        return (o["EventID"], o["Channel"], o["Hostname"], o.get("UtcTime"), o.get("ProcessGuid"),
-                o.get("ProcessId"), o.get("Image"), o.get("CommandLine"), o.get("User"), o.get("SourceIp"),
-                o.get("SourcePort"), o.get("DestinationIp"), o.get("DestinationPort"), o.get("QueryName"),
-                o.get("QueryResults"))
-
-    return _json_case(n, nxlog, access)
+    return _json_case(n, nxlog, (), (), ("EventID", "Channel", "Hostname") + _SYSMON_KEYS)
 
 
 _DATA = re.compile(rb"<Data Name='([^']*)'>([^<]*)</Data>")
@@ -233,18 +226,6 @@ FORMATS: dict[str, Callable[[int], Case]] = {
     "sysmon event xml": xml_case,
     "sysmon evtx (all records)": evtx_case,
 }
-
-
-def calibration_ms() -> float:
-    """Time of a fixed pure-Python loop, so figures from a loaded or slow machine can be compared."""
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.process_time()
-        x = 0
-        for i in range(1_000_000):
-            x += i & 7
-        best = min(best, time.process_time() - t0)
-    return best * 1e3
 
 
 def measure(case: Case) -> tuple[float, float]:

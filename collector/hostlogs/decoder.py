@@ -124,35 +124,31 @@ class HostLogDecoder:
             return
         for dataset, detect, decode in JSON_DIALECTS.values():
             if detect(obj):
-                try:
-                    self.count(dataset, decode(obj, b))
-                except HostLogSkip as e:
-                    self.skip(dataset, e.what)
-                except HostLogError as e:
-                    self.reject(e.reason, str(e))
-                except _VALUE_ERRORS as e:
-                    self.reject("bad_value", f"{type(e).__name__}: {e}")
+                self.guarded(dataset, decode, obj, b)
                 return
         self.reject("unknown_format", "JSON object of no known host-log dialect")
 
-    def _decode_fast(self, entry, data: bytes, b: EndpointBatchBuilder) -> bool:
-        """True when a fast path took the record (decoded, skipped or rejected it); False hands it on."""
-        _, dataset, fast = entry
+    def guarded(self, dataset: str, decode, *args):
+        """Call a format's decode: count the events it returns, or the skip or rejection it raises (never raised
+        on); returns what it returned (None from a fast path that hands the record on), 0 after a raise."""
         try:
-            n = fast(data, b)
+            n = decode(*args)
         except HostLogSkip as e:
             self.skip(dataset, e.what)
-            return True
+            return 0
         except HostLogError as e:
             self.reject(e.reason, str(e))
-            return True
+            return 0
         except _VALUE_ERRORS as e:
             self.reject("bad_value", f"{type(e).__name__}: {e}")
-            return True
-        if n is None:
-            return False
-        self.count(dataset, n)
-        return True
+            return 0
+        if n:
+            self.count(dataset, n)
+        return n
+
+    def _decode_fast(self, entry, data: bytes, b: EndpointBatchBuilder) -> bool:
+        """True when a fast path took the record (decoded, skipped or rejected it); False hands it on."""
+        return self.guarded(entry[1], entry[2], data, b) is not None
 
     def decode_json(self, data: bytes, b: EndpointBatchBuilder) -> None:
         """One JSON document (an object, or an array of objects)."""

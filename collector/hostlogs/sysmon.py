@@ -59,7 +59,7 @@ _PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58, "icmpv6": 58, "sc
 MAX_XML_EVENT = 256 * 1024
 
 
-class SysmonData(msgspec.Struct, rename="pascal"):
+class SysmonData(msgspec.Struct, rename="pascal", gc=False):
     """The event-data fields of Sysmon events 1, 3, 5 and 22 that become endpoint rows, under Sysmon's names.
 
     Decoded lax (``strict=False``): the numbers and booleans that forwarders ship as text (``"5888"``, ``"true"``)
@@ -85,7 +85,7 @@ class SysmonData(msgspec.Struct, rename="pascal"):
 
 #: The same fields under Wazuh's names: its eventchannel reader lower-cases the first letter of each Data Name.
 WazuhData = msgspec.defstruct(
-    "WazuhData", [(f.name, f.type, f.default) for f in msgspec.structs.fields(SysmonData)], rename="camel",
+    "WazuhData", [(f.name, f.type, f.default) for f in msgspec.structs.fields(SysmonData)], rename="camel", gc=False,
 )
 
 
@@ -128,9 +128,12 @@ def _proto(value) -> int:
     return 0
 
 
-def _unbs(value):
-    """Wazuh's doubled backslashes (``C:\\\\Windows``) back to single ones."""
-    return value.replace("\\\\", "\\") if isinstance(value, str) else value
+def _known(value, wazuh: bool):
+    """A text field, None when empty or Sysmon's ``-`` placeholder (whichever path read it); ``wazuh`` undoes
+    Wazuh's doubled backslashes (``C:\\\\Windows``)."""
+    if not value or value == "-":
+        return None
+    return value.replace("\\\\", "\\") if wazuh else value
 
 
 def _dns_addresses(results) -> list[str]:
@@ -176,16 +179,8 @@ def emit(b, eid: int, d, host, when, os_id: int = _WINDOWS, wazuh: bool = False)
         ts = parse_time_ns(when)
     else:
         raise HostLogError("missing_field", f"Sysmon event {eid} without UtcTime")
-    # Empty and "-" (Sysmon's placeholder) are unknown, whichever path read the record.
-    image = e.image
-    if not image or image == "-":
-        image = None
-    user = e.user
-    if not user or user == "-":
-        user = None
-    if wazuh:
-        image = _unbs(image)
-        user = _unbs(user)
+    image = _known(e.image, wazuh)
+    user = _known(e.user, wazuh)
     if user is not None:
         user = user.rpartition("\\")[2] or None
     pid = e.process_id
@@ -212,15 +207,8 @@ def emit(b, eid: int, d, host, when, os_id: int = _WINDOWS, wazuh: bool = False)
     if image is None and pid < 0 and entity is None:
         raise HostLogError("missing_field", f"Sysmon event {eid} names no process")
     if eid == 1:
-        cmd = e.command_line
-        if not cmd or cmd == "-":
-            cmd = None
-        parent = e.parent_image
-        if not parent or parent == "-":
-            parent = None
-        if wazuh:
-            cmd = _unbs(cmd)
-            parent = _unbs(parent)
+        cmd = _known(e.command_line, wazuh)
+        parent = _known(e.parent_image, wazuh)
         ppid = e.parent_process_id
         b.append(
             ts, PROCESS_START, os_id, _DS, host, pid, -1 if ppid is None or ppid < 0 else ppid, image, None, cmd,
@@ -343,11 +331,11 @@ def _decode_winlogbeat(obj: dict, b) -> int:
     return _dispatch(b, channel, eid, d, host, obj.get("@timestamp") or w.get("time_created"))
 
 
-class _Host(msgspec.Struct):
+class _Host(msgspec.Struct, gc=False):
     name: str | None = None
 
 
-class _Winlog(msgspec.Struct):
+class _Winlog(msgspec.Struct, gc=False):
     channel: str | None = None
     provider_name: str | None = None
     computer_name: str | None = None
@@ -355,7 +343,7 @@ class _Winlog(msgspec.Struct):
     event_data: SysmonData | None = None
 
 
-class _WinlogbeatDoc(msgspec.Struct):
+class _WinlogbeatDoc(msgspec.Struct, gc=False):
     winlog: _Winlog | None = None
     host: _Host | None = None
     timestamp: str | None = msgspec.field(default=None, name="@timestamp")
@@ -413,7 +401,7 @@ def _decode_wazuh(obj: dict, b) -> int:
     if channel == "Security" and isinstance(d, dict):
         # Security event data keys are lower-cased on the first letter too; 5156 reads them by their own names.
         d = {key[:1].upper() + key[1:]: value for key, value in d.items()}
-        d["Application"] = _unbs(d.get("Application"))
+        d["Application"] = _known(d.get("Application"), True)
         return _dispatch(b, channel, eid, d, host, when)
     return _dispatch(b, channel, eid, d, host, when, wazuh=True)
 
@@ -433,7 +421,7 @@ def _decode_flat(obj: dict, b) -> int:
 
 
 # -- fast paths of the Wazuh and flat dialects: the same fields, their own names ------------------------------------
-class _WazuhSystem(msgspec.Struct, rename="camel"):
+class _WazuhSystem(msgspec.Struct, rename="camel", gc=False):
     channel: str | None = None
     provider_name: str | None = None
     event_id: int | None = msgspec.field(default=None, name="eventID")
@@ -441,12 +429,12 @@ class _WazuhSystem(msgspec.Struct, rename="camel"):
     system_time: str | None = None
 
 
-class _WazuhWin(msgspec.Struct):
+class _WazuhWin(msgspec.Struct, gc=False):
     system: _WazuhSystem | None = None
     eventdata: WazuhData | None = None
 
 
-class _WazuhDoc(msgspec.Struct):
+class _WazuhDoc(msgspec.Struct, gc=False):
     win: _WazuhWin | None = None
 
 
@@ -518,7 +506,7 @@ def _local(tag: str) -> str:
     return tag.rpartition("}")[2]
 
 
-def _xml_event(elem, b, dec) -> None:
+def _xml_event(elem, b) -> int:
     """One parsed ``<Event>`` element."""
     system = data = None
     for child in elem:
@@ -549,18 +537,17 @@ def _xml_event(elem, b, dec) -> None:
             key = item.get("Name")
             if key:
                 d[key] = item.text or ""
-    n = _dispatch(b, channel or provider, eid, d, host, when)
-    dec.count(DATASET, n)
+    return _dispatch(b, channel or provider, eid, d, host, when)
 
 
-def _xml_chunk(chunk: bytes, b, dec) -> None:
+def _xml_chunk(chunk: bytes, b) -> int:
     if len(chunk) > MAX_XML_EVENT:
         raise HostLogError("too_large", f"XML event of {len(chunk)} bytes")
     try:
         elem = ET.fromstring(chunk)
     except ET.ParseError as e:
         raise HostLogError("xml", str(e)) from None
-    _xml_event(elem, b, dec)
+    return _xml_event(elem, b)
 
 
 def decode_xml(data: bytes, b, dec) -> None:
@@ -591,14 +578,7 @@ def decode_xml(data: bytes, b, dec) -> None:
             pos = following.start()
             continue
         pos = end + len(_EVENT_END)
-        try:
-            _xml_chunk(data[start:pos], b, dec)
-        except HostLogSkip as e:
-            dec.skip(DATASET, e.what)
-        except HostLogError as e:
-            dec.reject(e.reason, str(e))
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-            dec.reject("bad_value", f"{type(e).__name__}: {e}")
+        dec.guarded(DATASET, _xml_chunk, data[start:pos], b)
     if not found:
         dec.reject("xml", "no <Event> element")
 
@@ -654,14 +634,7 @@ def decode_evtx(path: str, b, dec) -> None:
                 dec.reject("evtx", str(e))
                 break
             seen += 1
-            try:
-                dec.count(DATASET, _evtx_record(record, b))
-            except HostLogSkip as e:
-                dec.skip(DATASET, e.what)
-            except HostLogError as e:
-                dec.reject(e.reason, str(e))
-            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-                dec.reject("bad_value", f"{type(e).__name__}: {e}")
+            dec.guarded(DATASET, _evtx_record, record, b)
     for w in caught:
         dec.reject("evtx", str(w.message))
     if not seen and not caught:

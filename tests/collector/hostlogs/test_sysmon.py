@@ -452,7 +452,7 @@ _keys = st.sampled_from(["UtcTime", "ProcessGuid", "ProcessId", "Image", "Comman
                          "QueryResults", "ParentProcessId", "ParentImage"])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(eid=st.one_of(st.sampled_from([1, 3, 5, 22, "3", 5156]), _json), data=st.dictionaries(_keys, _json),
        channel=st.sampled_from(["Microsoft-Windows-Sysmon/Operational", "Security", "Linux-Sysmon/Operational"]))
 def test_fuzzed_objects_of_every_dialect_never_raise(eid, data, channel):
@@ -498,3 +498,31 @@ def test_builder_fast_append_equals_add():
     assert a.build().to_ecs(0)["destination"] == {"ip": "1.2.3.4", "port": 80}
     with pytest.raises(ValueError):
         a.append(2**64, 2, 1, 0, None, -1, -1, None, None, None, None, None, None, 0, None, 0, 0, None, None, 0, False)
+
+
+def test_sysmon_for_linux_through_syslog_is_a_linux_event():
+    """Sysmon for Linux writes the same event XML to syslog, provider Linux-Sysmon (Sysinternals SysmonForLinux)."""
+    line = (
+        b"<14>Dec  3 10:00:00 web01 sysmon: <Event><System><Provider Name=\"Linux-Sysmon\" "
+        b"Guid=\"{ff032593-a8d3-4f13-b0d6-01fc615a0f97}\"/><EventID>3</EventID><Version>5</Version><Level>4</Level>"
+        b"<Task>3</Task><Opcode>0</Opcode><Keywords>0x8000000000000000</Keywords>"
+        b"<TimeCreated SystemTime=\"2024-12-03T10:00:00.123456000Z\"/><EventRecordID>42</EventRecordID><Correlation/>"
+        b"<Execution ProcessID=\"812\" ThreadID=\"812\"/><Channel>Linux-Sysmon/Operational</Channel>"
+        b"<Computer>web01</Computer><Security UserId=\"0\"/></System><EventData><Data Name=\"RuleName\">-</Data>"
+        b"<Data Name=\"UtcTime\">2024-12-03 10:00:00.120</Data>"
+        b"<Data Name=\"ProcessGuid\">{9a5e6b3c-1f2d-674e-0000-00000000a101}</Data><Data Name=\"ProcessId\">4242</Data>"
+        b"<Data Name=\"Image\">/usr/bin/mosquitto_pub</Data><Data Name=\"User\">alice</Data>"
+        b"<Data Name=\"Protocol\">tcp</Data><Data Name=\"Initiated\">true</Data><Data Name=\"SourceIsIpv6\">false</Data>"
+        b"<Data Name=\"SourceIp\">10.1.1.20</Data><Data Name=\"SourceHostname\">-</Data>"
+        b"<Data Name=\"SourcePort\">40000</Data><Data Name=\"SourcePortName\">-</Data>"
+        b"<Data Name=\"DestinationIsIpv6\">false</Data><Data Name=\"DestinationIp\">203.0.113.50</Data>"
+        b"<Data Name=\"DestinationHostname\">-</Data><Data Name=\"DestinationPort\">1883</Data>"
+        b"<Data Name=\"DestinationPortName\">-</Data></EventData></Event>"
+    )
+    b = EndpointBatchBuilder()
+    dec = HostLogDecoder()
+    dec.feed_line(line, b)
+    e = b.build().to_ecs(0)
+    assert e["host"] == {"os": {"type": "linux"}, "name": "web01"}
+    assert e["process"]["name"] == "mosquitto_pub" and e["user"] == {"name": "alice"}
+    assert e["destination"] == {"ip": "203.0.113.50", "port": 1883}
