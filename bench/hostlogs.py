@@ -87,7 +87,8 @@ def varied_events(n: int) -> list[dict]:
         ts = t0 + i * 0.004
         if i % 10 == 9:
             out.append(sysmon_event(
-                22, ts, host=base[i % len(base)][2], record_id=i, ProcessGuid="{4dc16835-e854-6116-9224-%012x}" % (i % 997),
+                22, ts, host=base[i % len(base)][2], record_id=i,
+                ProcessGuid="{4dc16835-e854-6116-9224-%012x}" % (i % 997),
                 ProcessId=1000 + i % 997, Image="C:\\Program Files\\Mozilla Firefox\\firefox.exe", User="CORP\\alice",
                 QueryName=f"host{i % 4093}.example.net",
                 QueryResults=f"type:  5 edge{i % 31}.example.net;::ffff:203.0.{i % 251}.{rng.randrange(1, 255)};",

@@ -32,7 +32,8 @@ log = logging.getLogger("brokerwatch.hostlogs")
 MAX_RECORD_BYTES = 1 << 20
 
 #: A decoder of one JSON dialect: appends the object's events to the builder and returns how many, or raises
-#: HostLogError (a rejection) or HostLogSkip (a well-formed record of no use, counted apart). The dataset name it reports is the registry key's dataset.
+#: HostLogError (a rejection) or HostLogSkip (a well-formed record of no use, counted apart). The dataset name it
+#: reports is the registry key's dataset.
 JsonDecode = Callable[[dict, EndpointBatchBuilder], int]
 
 #: JSON dialects in the order they are tried: name -> (dataset, detect(obj) -> bool, decode). Filled below from the
