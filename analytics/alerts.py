@@ -7,7 +7,7 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 
-from analytics.schema import words_to_ip
+from analytics.schema import ip_to_words, words_to_ip
 
 RULE_NAMES = {
     "AN0002": "Non-standard Windows process beaconing to a pub/sub broker",
@@ -93,3 +93,20 @@ class Alert:
             else:
                 out.setdefault(k, v)
         return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Alert":
+        """An alert back from its ECS dict (as read from the alerts topic): its key, score, revision and evidence."""
+        bw = d["brokerwatch"]
+        return cls(rule_id=d["rule"]["id"], timestamp_ns=parse_rfc3339(d["@timestamp"]),
+                   src=ip_to_words(d["source"]["ip"]), dst=ip_to_words(d["destination"]["ip"]),
+                   dst_port=int(d["destination"]["port"]), protocol=d.get("network", {}).get("protocol", ""),
+                   score=float(bw["score"]), evidence=bw["evidence"],
+                   window_start_ns=parse_rfc3339(bw["window"]["start"]), revision=int(bw["revision"]),
+                   process=d.get("process"), host=d.get("host"))
+
+
+def parse_rfc3339(text: str) -> int:
+    """ns since the epoch of an RFC 3339 UTC time as ``rfc3339`` writes it (microseconds at most)."""
+    t = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (int(t.replace(microsecond=0).timestamp()) * 1_000_000 + t.microsecond) * 1000

@@ -139,6 +139,34 @@ class AddressSet:
 
 
 @dataclass(frozen=True)
+class Kafka:
+    """The Kafka broker and topics (``Kafka:`` block; ``--kafka`` sets ``bootstrap``); empty bootstrap = not used."""
+
+    bootstrap: str = ""
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    tls_cafile: str = ""
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
+    sasl_mechanism: str = ""  # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+    sasl_username: str = ""
+    sasl_password: str = ""
+    flows_topic: str = "brokerwatch.flows"
+    endpoint_topic: str = "brokerwatch.endpoint"
+    alerts_topic: str = "brokerwatch.alerts"
+    goflow2_topic: str = ""  # goflow2's protobuf flow topic the analytics role also reads ("" = none)
+    partitions: int = 12
+    replication_factor: int = 1
+    flows_format: str = "binary"  # or "json" (one ECS flow record a message, for other consumers)
+    buffer_mb: int = 256  # what a broker outage is buffered up to, per producer, before drops are counted
+    group: str = "brokerwatch-analytics"
+
+
+KAFKA_SECURITY = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+@dataclass(frozen=True)
 class Config:
     """Every DET0002 tuning key plus brokerwatch's KnownPubSubClients and Exporters, validated."""
 
@@ -154,6 +182,7 @@ class Config:
     PayloadLengthThreshold: int = 1024
     KnownPubSubClients: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_KNOWN_CLIENTS))
     Exporters: ExportersConfig = field(default_factory=ExportersConfig)
+    Kafka: Kafka = field(default_factory=Kafka)
     # Derived at load time (not config keys): the allowlist as address ranges, the reputation set.
     allow: AddressSet = field(default_factory=AddressSet)
     reputation: AddressSet = field(default_factory=AddressSet)
@@ -203,6 +232,8 @@ class Config:
                                                      1, 1 << 20)
         if "Exporters" in data:
             kw["Exporters"] = validate_exporters(v, data["Exporters"])
+        if "Kafka" in data:
+            kw["Kafka"] = v.kafka(data["Kafka"])
         allow = v.address_list(("BrokerAllowList",), kw.get("BrokerAllowList", ()))
         if v.problems:
             raise ConfigError(v.problems)
@@ -333,6 +364,71 @@ class _Validator:
             use_default=use_default,
             refresh_s=self.duration(path + ("refresh",), value.get("refresh", "1h"), 60, 7 * 86400),
         )
+
+    def text(self, path: tuple, value: Any, choices: tuple[str, ...] = (), pattern: re.Pattern | None = None) -> str:
+        if not isinstance(value, str) or (choices and value not in choices) or (pattern and not pattern.match(value)):
+            expect = f"one of {', '.join(choices)}" if choices else "a topic name ([A-Za-z0-9._-])" if pattern \
+                else "a string"
+            self.err(path, f"must be {expect}, got {value!r}")
+            return choices[0] if choices else ""
+        return value
+
+    def kafka(self, value: Any) -> Kafka:
+        path = ("Kafka",)
+        if not isinstance(value, dict):
+            self.err(path, "must be a mapping with bootstrap, security_protocol, tls, sasl, topics, partitions, "
+                           "replication_factor, flows_format, buffer_mb, group")
+            return Kafka()
+        self.keys(path, value, {"bootstrap", "security_protocol", "tls", "sasl", "topics", "partitions",
+                                "replication_factor", "flows_format", "buffer_mb", "group"})
+        d = Kafka()
+        kw: dict[str, Any] = {}
+        for key in ("bootstrap", "group"):
+            if key in value:
+                kw[key] = self.text(path + (key,), value[key])
+        if kw.get("bootstrap") and not all(
+                re.fullmatch(r"\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}", b.strip()) for b in kw["bootstrap"].split(",")):
+            self.err(path + ("bootstrap",), f"must be host:port[,host:port...], got {kw['bootstrap']!r}")
+        if "security_protocol" in value:
+            kw["security_protocol"] = self.text(path + ("security_protocol",), value["security_protocol"],
+                                                KAFKA_SECURITY)
+        for block, keys, choices in (("tls", ("cafile", "certfile", "keyfile"), {}),
+                                     ("sasl", ("mechanism", "username", "password"), {"mechanism": KAFKA_SASL})):
+            sub = value.get(block)
+            if sub is None:
+                continue
+            if not isinstance(sub, dict):
+                self.err(path + (block,), f"must be a mapping with {', '.join(keys)}")
+                continue
+            self.keys(path + (block,), sub, set(keys))
+            for key in keys:
+                if key in sub:
+                    kw[f"{block}_{key}"] = self.text(path + (block, key), sub[key], choices.get(key, ()))
+        topics = value.get("topics")
+        if topics is not None:
+            names = ("flows", "endpoint", "alerts", "goflow2")
+            if not isinstance(topics, dict):
+                self.err(path + ("topics",), f"must be a mapping with {', '.join(names)}")
+            else:
+                self.keys(path + ("topics",), topics, set(names))
+                for key in names:
+                    if key in topics and not (key == "goflow2" and topics[key] == ""):
+                        kw[f"{key}_topic"] = self.text(path + ("topics", key), topics[key], pattern=_TOPIC_NAME)
+        if "partitions" in value:
+            kw["partitions"] = self.integer(path + ("partitions",), value["partitions"], 1, 10_000)
+        if "replication_factor" in value:
+            kw["replication_factor"] = self.integer(path + ("replication_factor",), value["replication_factor"],
+                                                    1, 16)
+        if "flows_format" in value:
+            kw["flows_format"] = self.text(path + ("flows_format",), value["flows_format"], ("binary", "json"))
+        if "buffer_mb" in value:
+            kw["buffer_mb"] = self.integer(path + ("buffer_mb",), value["buffer_mb"], 1, 1 << 20)
+        k = Kafka(**{**d.__dict__, **kw})
+        if k.sasl_mechanism and not k.security_protocol.startswith("SASL"):
+            self.err(path + ("sasl",), f"needs security_protocol SASL_PLAINTEXT or SASL_SSL, not {k.security_protocol}")
+        if k.security_protocol.startswith("SASL") and not (k.sasl_mechanism and k.sasl_username):
+            self.err(path + ("security_protocol",), "SASL needs sasl.mechanism and sasl.username")
+        return k
 
     def address_list(self, path: tuple, entries: tuple[str, ...]) -> AddressSet:
         """CIDR, address, [v6]:port / a.b.c.d:port entries; hostnames (and host:port) kept for later resolution."""

@@ -189,7 +189,7 @@ class AnalyticsLoop:
 
 
 def analytics_main(ctrl: socket.socket, config_path: str | None, alerts: str | None, cadence: float | None,
-                   threads: int, verbose: int, window_rows: int = 20_000_000) -> None:
+                   threads: int, verbose: int, window_rows: int = 20_000_000, kafka: str = "") -> None:
     """Entry of the analytics process (spawned by AnalyticsProcess)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -207,6 +207,12 @@ def analytics_main(ctrl: socket.socket, config_path: str | None, alerts: str | N
     config = load_config(config_path)
     warm_analytics(config)
     sinks = FanOut([JsonLinesSink(sys.stdout)] + ([JsonLinesSink.open(alerts)] if alerts and alerts != "-" else []))
+    if kafka:  # --kafka with --role all: the alerts go to the alerts topic too
+        from collector.metrics import Counters
+        from collector.transport.kafka import BufferedProducer, KafkaAlertSink, kafka_config
+
+        k = kafka_config(config, kafka)
+        sinks.sinks.append(KafkaAlertSink(BufferedProducer(k, Counters(), [k.alerts_topic]), k.alerts_topic))
     socket.send_fds(ctrl, [b"ready"], [])
     from collector.enrich.observers import Enricher, enrichment_wanted
 
@@ -224,8 +230,8 @@ class AnalyticsProcess:
     """The service's handle on its analytics process: start, hand it channels, stop it."""
 
     def __init__(self, config_path: str | None, alerts: str | None, cadence: float | None, threads: int,
-                 verbose: int = 0, window_rows: int = 20_000_000):
-        self._args = (config_path, alerts, cadence, threads, verbose, window_rows)
+                 verbose: int = 0, window_rows: int = 20_000_000, kafka: str = ""):
+        self._args = (config_path, alerts, cadence, threads, verbose, window_rows, kafka)
         self.proc: multiprocessing.process.BaseProcess | None = None
         self._ctrl: socket.socket | None = None
         self.summary: dict = {}

@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         "on stderr once every worker listens. Ctrl-C or SIGTERM flushes and exits 0.",
     )
     run.add_argument("--config", metavar="FILE", help="YAML config (defaults are used for every key it omits)")
+    run.add_argument("--role", choices=("all", "collector", "analytics"), default="all",
+                     help="all: receive and analyse on this machine (default); collector: receive and publish the "
+                          "flows to the Kafka flows topic; analytics: a worker of the consumer group that reads the "
+                          "flows topic (and goflow2's, when configured) and writes alerts to the alerts topic")
+    run.add_argument("--kafka", metavar="BOOTSTRAP",
+                     help="Kafka bootstrap servers (host:port[,host:port]); overrides Kafka.bootstrap of the config. "
+                          "With --role all the alerts also go to the alerts topic")
     run.add_argument("--alerts", metavar="FILE", default="alerts.jsonl",
                      help="JSONL file alerts are appended to (default: alerts.jsonl; '-' for stdout only)")
     run.add_argument("--listen", metavar="HOST", default="0.0.0.0",
@@ -109,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--config", metavar="FILE", help="YAML config")
     replay.add_argument("--alerts", metavar="FILE", help="write alerts to FILE instead of stdout")
     replay.add_argument("-q", "--quiet", action="store_true", help="no progress bar on stderr")
+    replay.add_argument("--kafka", metavar="BOOTSTRAP",
+                        help="Kafka bootstrap servers; with --role all the alerts also go to the alerts topic")
+    replay.add_argument("--role", choices=("all", "collector"), default="all",
+                        help="all: run the detections here (default); collector: publish the decoded flows to the "
+                             "Kafka flows topic (data time kept) for the analytics workers, and detect nothing here")
 
     decode = sub.add_parser(
         "decode",

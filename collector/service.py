@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -152,6 +153,10 @@ class ReceiveService:
         self.pipeline.flush()
         self._save_state()
 
+    def _templates_learned(self) -> int:
+        c = self.counters
+        return sum(sum(c.series(f"brokerwatch_{m}_templates_total").values()) for m in ("netflow_v9", "ipfix"))
+
     def _save_state(self) -> None:
         if not self.state:
             return
@@ -174,13 +179,17 @@ class ReceiveService:
         """Flush the receive buffers into the channel often; save template state every STATE_EVERY_S."""
         loop = asyncio.get_running_loop()
         next_save = loop.time() + self.STATE_EVERY_S
+        saved_templates = self._templates_learned()
         while True:
             await asyncio.sleep(0.2)
             for r in self._receivers:
                 r.flush()
             self.pipeline.flush()
-            if loop.time() >= next_save:
+            learned = self._templates_learned()
+            # a template learned is saved within a second, not a minute: a kill -9 then costs no cold start
+            if loop.time() >= next_save or (learned != saved_templates and loop.time() >= next_save - self.STATE_EVERY_S + 1):
                 next_save = loop.time() + self.STATE_EVERY_S
+                saved_templates = learned
                 self._save_state()
             if on_tick is not None:
                 on_tick()
@@ -218,7 +227,7 @@ def receive_main(args: argparse.Namespace, conn, index: int, ready) -> None:
     fd = os.dup(conn.fileno())
     conn.close()
     counters = Counters()
-    writer = ChannelWriter(fd, counters, int(args.channel_mb) << 20)
+    writer = make_writer(args, fd, counters)
 
     async def main() -> None:
         svc = ReceiveService(args, writer, counters, index)
@@ -238,6 +247,51 @@ def receive_main(args: argparse.Namespace, conn, index: int, ready) -> None:
         _run_loop(main())
     finally:
         writer.close()
+
+
+def make_writer(args: argparse.Namespace, fd: int, counters: Counters):
+    """A receive worker's way out: the channel to the analytics process, or with ``--role collector`` the Kafka
+    flows topic (the channel's descriptor is then closed: nobody reads it)."""
+    if getattr(args, "role", "all") != "collector":
+        return ChannelWriter(fd, counters, int(args.channel_mb) << 20)
+    from collector.transport.kafka import KafkaFlowWriter, kafka_config
+
+    os.close(fd)
+    return KafkaFlowWriter(kafka_config(load_config(args.config), args.kafka), counters)
+
+
+class ElsewhereAnalytics:
+    """``--role collector``: the analytics run elsewhere, behind the flows topic; the service's hooks do nothing."""
+
+    proc = None
+    summary: dict = {}
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def wait_ready(self, timeout: float = 0.0) -> None:
+        """Nothing to wait for."""
+
+    def watch(self, loop, counters) -> None:
+        """No counters come back."""
+
+    def unwatch(self, loop) -> None:
+        """No counters come back."""
+
+    def add_source(self, read_fd: int) -> None:
+        """Nobody reads a channel: its read end is closed."""
+        os.close(read_fd)
+
+    def alive(self) -> bool:
+        """Always: the analytics workers are not ours to watch."""
+        return True
+
+    def draining(self) -> None:
+        """Nothing to tell."""
+
+    def stop(self, timeout: float = 0.0) -> dict:
+        """Nothing to stop."""
+        return {}
 
 
 class WorkerPool:
@@ -311,6 +365,19 @@ def serve(args: argparse.Namespace) -> int:
         config = load_config(args.config)  # a bad config is exit 2 here, before any process starts
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    role = getattr(args, "role", "all")
+    kafka = None
+    if role != "all" or getattr(args, "kafka", None) or config.Kafka.bootstrap:
+        from collector.transport.kafka import kafka_config
+
+        kafka = kafka_config(config, getattr(args, "kafka", None))
+        if role != "all" and not kafka.bootstrap:
+            raise UsageError(f"--role {role} needs a Kafka broker: --kafka HOST:PORT or Kafka.bootstrap in the config")
+    args.kafka = kafka.bootstrap if kafka else None  # as resolved, for the workers spawned with these args
+    if role == "analytics":
+        from collector.analysis_kafka import serve_analytics
+
+        return serve_analytics(args, dataclasses.replace(config, Kafka=kafka))
     for name, value, least in (("--workers", args.workers, 1), ("--window-rows", args.window_rows, 1),
                                ("--channel-mb", args.channel_mb, 0), ("--analytics-threads", args.analytics_threads, 0)):
         if value < least:  # checked before any process starts: a clear exit 2, not a child failing later
@@ -328,8 +395,12 @@ def serve(args: argparse.Namespace) -> int:
             if path is not None and not os.access(path, os.R_OK):
                 raise UsageError(f"{path}: not readable")
     t0 = time.monotonic()
-    analytics = AnalyticsProcess(args.config, args.alerts, args.cadence, args.analytics_threads or default_threads(),
-                                 args.verbose, args.window_rows)
+    if role == "collector":
+        analytics = ElsewhereAnalytics()
+    else:
+        analytics = AnalyticsProcess(args.config, args.alerts, args.cadence,
+                                     args.analytics_threads or default_threads(), args.verbose, args.window_rows,
+                                     kafka.bootstrap if kafka else "")
     analytics.start()
     pool = WorkerPool(args, analytics)
 
@@ -350,7 +421,7 @@ def serve(args: argparse.Namespace) -> int:
         r, w = make_pipe()
         analytics.add_source(r)
         counters = Counters()
-        writer = ChannelWriter(w, counters, int(args.channel_mb) << 20)
+        writer = make_writer(args, w, counters)
         status = _run_loop(_serve_worker0(args, writer, counters, analytics, pool, t0,
                                           args.cadence or config.TimeWindow.cadence_s))
     except BaseException:
@@ -399,8 +470,8 @@ async def _serve_worker0(args, writer, counters, analytics, pool, t0, cadence_s:
     tls = f", syslog tls {a.syslog_tls_port}" if getattr(a, "syslog_tls_port", 0) else ""
     print(f"brokerwatch: ready in {time.monotonic() - t0:.1f} s: listening on {a.listen}: netflow/ipfix udp "
           f"{a.netflow_port} and {a.ipfix_port}, ipfix tcp {a.ipfix_port}, sflow udp {a.sflow_port}, syslog "
-          f"{a.syslog_port}{tls}, "
-          f"host logs tcp {a.hostlog_port}; {a.workers} receive worker(s), analytics in process {analytics.proc.pid}",
+          f"{a.syslog_port}{tls}, host logs tcp {a.hostlog_port}; {a.workers} receive worker(s), analytics "
+          f"{f'in process {analytics.proc.pid}' if analytics.proc else 'behind Kafka ' + a.kafka}",
           file=sys.stderr, flush=True)
     lost = []
 

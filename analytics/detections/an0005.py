@@ -384,6 +384,14 @@ class Detector:
             out.append(alert)
         return out
 
+    def remember(self, alerts: list[Alert]) -> None:
+        """Alerts already published (by this detector before a restart, or by another worker): later passes
+        update them as revisions and never repeat them."""
+        for alert in alerts:
+            prev = self._alerts.get(alert.key)
+            if prev is None or alert.revision >= prev.revision:
+                self._alerts[alert.key] = alert
+
     def _prune(self, window_start: int) -> None:
         self._alerts = {key: a for key, a in self._alerts.items() if key[-1] >= window_start - self._window_ns}
         self._pruned_ws = window_start
