@@ -128,3 +128,11 @@ def test_run_rejects_incomplete_tls_options_before_starting(args, says, capsys):
     assert main(["run", *args]) == 2
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["run", "--role", "collector"], ["run", "--role", "analytics"],
+                                  ["replay", "--role", "collector", "x.pcap"]])
+def test_a_role_apart_needs_a_broker(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "needs a Kafka broker" in err and len(err.strip().splitlines()) == 1

@@ -45,6 +45,13 @@ def test_example_file_is_valid():
     ("UnusualProcessList:\n  solaris: [sh]\n", 2, "UnusualProcessList.solaris"),
     ("\n\nTimewindow: 24h\n", 3, "Timewindow"),
     ("BrokerReputationList:\n  use_default: maybe\n", 2, "BrokerReputationList.use_default"),
+    ("Kafka:\n  bootstrap: nohost\n", 2, "Kafka.bootstrap"),
+    ("Kafka:\n  partitions: 0\n", 2, "Kafka.partitions"),
+    ("Kafka:\n  topics:\n    flows: 'a b'\n", 3, "Kafka.topics.flows"),
+    ("Kafka:\n  flows_format: avro\n", 2, "Kafka.flows_format"),
+    ("Kafka:\n  sasl: {mechanism: MD5, username: u}\n", 2, "Kafka.sasl.mechanism"),
+    ("Kafka:\n  security_protocol: SASL_SSL\n", 2, "Kafka.security_protocol"),
+    ("Kafka:\n  buffer: 5\n", 2, "Kafka.buffer"),
 ])
 def test_errors_name_key_file_and_line(tmp_path, text, line, key):
     f = tmp_path / "bw.yaml"
@@ -52,6 +59,21 @@ def test_errors_name_key_file_and_line(tmp_path, text, line, key):
     with pytest.raises(ConfigError) as info:
         load_config(str(f), resolve=False)
     assert f"{f}:{line}: {key}:" in str(info.value)
+
+
+def test_the_kafka_block(tmp_path):
+    f = tmp_path / "bw.yaml"
+    f.write_text("Kafka:\n  bootstrap: 'k1:9092,[::1]:9093'\n  security_protocol: SASL_SSL\n"
+                 "  sasl: {mechanism: SCRAM-SHA-512, username: bw, password: pw}\n  tls: {cafile: /etc/ca.pem}\n"
+                 "  topics: {flows: f, alerts: a, goflow2: flows-gf}\n  partitions: 24\n  flows_format: json\n"
+                 "  buffer_mb: 64\n  group: g\n")
+    k = load_config(str(f), resolve=False).Kafka
+    assert (k.bootstrap, k.security_protocol, k.sasl_mechanism, k.sasl_username, k.tls_cafile) == \
+        ("k1:9092,[::1]:9093", "SASL_SSL", "SCRAM-SHA-512", "bw", "/etc/ca.pem")
+    assert (k.flows_topic, k.endpoint_topic, k.alerts_topic, k.goflow2_topic) == ("f", "brokerwatch.endpoint", "a",
+                                                                                  "flows-gf")
+    assert (k.partitions, k.flows_format, k.buffer_mb, k.group) == (24, "json", 64, "g")
+    assert load_config(None, resolve=False).Kafka.bootstrap == ""  # no Kafka unless configured
 
 
 def test_all_problems_reported_together(tmp_path):

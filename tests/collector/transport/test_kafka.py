@@ -7,8 +7,6 @@ import asyncio
 import json
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -21,7 +19,8 @@ from collector.metrics import Counters
 from collector.pcap import datagrams
 from collector.transport import flowcodec
 from collector.transport.kafka import BufferedProducer, EndpointPublisher, KafkaFlowWriter
-from tests.conftest import FIXTURES, REPO
+from tests.collector.test_alert_schema import validate
+from tests.conftest import FIXTURES
 from tests.live import Running, Tansu, Worker
 
 pytestmark = pytest.mark.live
@@ -245,6 +244,8 @@ def test_two_analytics_workers_give_the_alerts_of_one_machine(tmp_path, broker):
         same_alert(got[i], want[i])
     no_duplicates(alerts)
     assert all("pair state rebuilt" in log for log in logs)  # both took part in the group
+    for a in alerts:  # the topic carries the documented alert (docs/schemas/alert.schema.json)
+        validate(a)
 
 
 def test_a_worker_killed_mid_run_loses_no_alert_and_its_partitions_move(tmp_path, broker):
