@@ -205,7 +205,9 @@ def split_by_partition(rows: np.ndarray, partitions: int) -> list[tuple[int, np.
     part = partition_of(rows, partitions)
     order = np.argsort(part, kind="stable")
     counts = np.bincount(part, minlength=partitions)
-    grouped = rows[order]
+    # gathered as opaque fixed-size records: numpy's field-by-field gather of a structured array is 10x slower
+    void = np.dtype((np.void, rows.dtype.itemsize))
+    grouped = np.ascontiguousarray(rows).view(void)[order].view(rows.dtype)
     ends = np.cumsum(counts)
     return [(p, grouped[ends[p] - counts[p]:ends[p]]) for p in np.flatnonzero(counts).tolist()]
 
