@@ -176,7 +176,7 @@ class BufferedProducer:
         from aiokafka import AIOKafkaProducer
 
         await ensure_topics(self.kafka, self.topics)
-        producer = AIOKafkaProducer(**client_options(self.kafka), acks="all", linger_ms=5,
+        producer = AIOKafkaProducer(**client_options(self.kafka), acks="all", linger_ms=5, max_batch_size=1 << 20,
                                     request_timeout_ms=10000, max_request_size=16 << 20,
                                     retry_backoff_ms=200)
         await producer.start()
