@@ -115,9 +115,14 @@ def _publish(args: argparse.Namespace, kafka, source: OfflineSource) -> int:
 
     counters = Counters()
     writer = KafkaFlowWriter(kafka, counters)
-    rows = 0
+    rows = events = 0
     try:
-        for batch in source.batches(args.inputs):
+        source.check(args.inputs)
+        hostlogs = [p for p in args.inputs if is_hostlog(p)]
+        for eb in source.endpoint_batches(hostlogs):  # to the endpoint topic, as a collector's listeners do
+            writer.publish_endpoint(eb)
+            events += len(eb)
+        for batch in source.batches([p for p in args.inputs if p not in hostlogs]):
             need = len(batch) * FLOW_DTYPE.itemsize
             while writer.queued_bytes and writer.queued_bytes + need > writer.producer.max_bytes:
                 writer.flush(1.0)  # offline: wait for room rather than drop
@@ -128,6 +133,7 @@ def _publish(args: argparse.Namespace, kafka, source: OfflineSource) -> int:
     finally:
         delivered = writer.flush(300.0)
         writer.close(10.0)
-    print(f"brokerwatch: {rows} flow records published to {kafka.flows_topic} on {kafka.bootstrap}"
+    print(f"brokerwatch: {rows} flow records published to {kafka.flows_topic}"
+          f"{f', {events} endpoint events to {kafka.endpoint_topic}' if events else ''} on {kafka.bootstrap}"
           f"{'' if delivered else ' (NOT all acknowledged: the broker was unreachable)'}", file=sys.stderr)
     return 0 if delivered else 1

@@ -13,7 +13,8 @@ On it sit:
   uses the topic's real partition count and the receive loop only copies the rows;
 - ``KafkaAlertSink``: JSON alerts to ``brokerwatch.alerts``, keyed by ``event.id`` (a compacted topic keeps each
   alert's latest revision);
-- ``EndpointPublisher``: endpoint events (any JSON-able dicts) to ``brokerwatch.endpoint``, keyed by host name.
+- ``EndpointPublisher``: endpoint events (any JSON-able dicts) to ``brokerwatch.endpoint``, keyed by host name;
+  ``KafkaFlowWriter.publish_endpoint`` sends a receive worker's EndpointBatch through it (``to_ecs`` per event).
 
 The topics are created on connect (and again after a reconnect: a broker that lost its topics gets them back) with
 the configured partitions and replication factor; existing topics are left as they are.
@@ -35,6 +36,7 @@ from analytics.schema import FlowBatch
 from collector.ecs import dumps
 from collector.metrics import RateLimitedLog
 from collector.transport import flowcodec
+from collector.transport.channel import KIND_ROWS
 
 log = logging.getLogger("brokerwatch.kafka")
 _limited = RateLimitedLog(0.2, log)
@@ -268,6 +270,7 @@ class KafkaFlowWriter:
         self.topic = kafka.flows_topic
         self.producer = BufferedProducer(kafka, counters, [kafka.flows_topic, kafka.endpoint_topic,
                                                            kafka.alerts_topic], kafka.flows_format, max_bytes)
+        self.endpoints = EndpointPublisher(self.producer, kafka.endpoint_topic)
         self._counters = counters
 
     @property
@@ -281,8 +284,22 @@ class KafkaFlowWriter:
             return True
         return self.publish_rows(batch.to_rows(), batch.strings)
 
-    def publish_rows(self, rows: np.ndarray, strings: list[str]) -> bool:
-        """Queue FLOW_DTYPE rows with their string table (copied: the caller may reuse its buffer)."""
+    def publish_endpoint(self, batch) -> bool:
+        """Queue endpoint events (an EndpointBatch) to the endpoint topic as JSON, keyed by host name."""
+        n = len(batch)
+        if not n:
+            return True
+        sent = self.endpoints.publish(batch.to_ecs(i) for i in range(n))
+        self._counters.inc("brokerwatch_channel_published_rows_total", ("kafka-endpoint",), sent)
+        return sent == n
+
+    def publish_rows(self, rows: np.ndarray, strings: list[str], kind: int = KIND_ROWS) -> bool:
+        """Queue FLOW_DTYPE rows with their string table (copied: the caller may reuse its buffer); endpoint rows
+        (``KIND_ENDPOINT``, as the channel takes them) go to the endpoint topic."""
+        if kind != KIND_ROWS:
+            from analytics.endpoint import EndpointBatch
+
+            return self.publish_endpoint(EndpointBatch(rows, list(strings)))
         if not len(rows):
             return True
         ok = self.producer.offer(_Pending(self.topic, None, rows=np.array(rows, copy=True), strings=list(strings)))

@@ -147,6 +147,25 @@ def test_endpoint_events_are_keyed_by_host(broker):
     assert all(len(p) == 1 for p in by_key.values())
 
 
+def test_a_collectors_endpoint_batches_reach_the_endpoint_topic_as_ecs_json(broker):
+    """What a receive worker's host-log listeners hand the writer (the channel's interface) arrives as JSON."""
+    from analytics.endpoint import ACTION_ID, OS_ID, EndpointBatchBuilder
+
+    b = EndpointBatchBuilder()
+    for i in range(6):
+        b.add(1_768_435_200_000_000_000 + i, ACTION_ID["network_connect"], OS_ID["windows"], "sysmon",
+              host=f"ws-{i % 2}", pid=100 + i, executable="C:\\Python\\python.exe", dst_ip="203.0.113.50",
+              dst_port=1883, proto=6)
+    batch = b.build()
+    writer = KafkaFlowWriter(kafka(broker.bootstrap), Counters())
+    assert writer.publish_endpoint(batch)
+    writer.close()
+    records = read_topic(broker.bootstrap, "brokerwatch.endpoint")
+    assert sorted(json.loads(r.value)["process"]["pid"] for r in records) == list(range(100, 106))
+    assert {json.loads(r.value)["host"]["name"]: r.key.decode() for r in records} == {"ws-0": "ws-0", "ws-1": "ws-1"}
+    assert {json.loads(r.value)["destination"]["port"] for r in records} == {1883}
+
+
 def test_a_broker_outage_is_buffered_up_to_the_bound_then_counted(broker):
     """The broker stops for 30 s: what is offered meanwhile waits in the buffer and arrives after the restart;
     beyond the bound it is dropped and counted; nothing raises."""
