@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 
 from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 log = logging.getLogger("brokerwatch")
 
@@ -45,6 +45,9 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "brokerwatch_tls_refused_total": ("TLS clients refused at the handshake (mutual TLS: no certificate from the "
                                       "configured CA), by listener kind and reason", ("listener", "reason")),
 }
+
+#: Values set whole (``Counters.set``) that go up and down: exported as gauges, not counters.
+GAUGES = {"brokerwatch_kafka_buffered_bytes", "brokerwatch_kafka_consumer_lag"}
 
 #: Histogram names and bounds (seconds): decoding one block of datagrams, one analysis pass.
 DECODE_SECONDS = "brokerwatch_decode_batch_seconds"
@@ -129,7 +132,7 @@ class _CountersCollector:
             series = list(values.get(name, {}).items())  # a copy: the dict may grow while it is read
             width = max((len(k) for k, _ in series), default=len(names))
             labels = [names[i] if i < len(names) else f"l{i}" for i in range(width)]
-            fam = CounterMetricFamily(name, doc, labels=labels)
+            fam = (GaugeMetricFamily if name in GAUGES else CounterMetricFamily)(name, doc, labels=labels)
             if not series and not labels:
                 fam.add_metric([], 0)
             for key, value in sorted(series, key=lambda kv: repr(kv[0])):
@@ -151,7 +154,19 @@ def _label_names(metric: str) -> tuple[str, ...]:
         return ("decoder",)
     if "_sequence_" in metric or metric.endswith("_datagrams_total"):
         return ("exporter",)
+    if metric.startswith("brokerwatch_kafka_"):
+        return _KAFKA_LABELS.get(metric, ())
     return ()
+
+
+_KAFKA_LABELS = {"brokerwatch_kafka_dropped_rows_total": ("topic", "reason"),
+                 "brokerwatch_kafka_decode_errors_total": ("topic", "reason"),
+                 "brokerwatch_kafka_consumer_lag": ("partition",),
+                 "brokerwatch_kafka_connect_errors_total": ("error",), "brokerwatch_kafka_send_errors_total": ("error",),
+                 "brokerwatch_kafka_consume_errors_total": ("error",),
+                 "brokerwatch_kafka_commit_errors_total": ("error",)}
+for _m in ("produced_messages", "produced_rows", "consumed_rows"):
+    _KAFKA_LABELS[f"brokerwatch_kafka_{_m}_total"] = ("topic",)
 
 
 def _label_value(v) -> str:

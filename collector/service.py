@@ -374,14 +374,14 @@ def serve(args: argparse.Namespace) -> int:
         if role != "all" and not kafka.bootstrap:
             raise UsageError(f"--role {role} needs a Kafka broker: --kafka HOST:PORT or Kafka.bootstrap in the config")
     args.kafka = kafka.bootstrap if kafka else None  # as resolved, for the workers spawned with these args
-    if role == "analytics":
-        from collector.analysis_kafka import serve_analytics
-
-        return serve_analytics(args, dataclasses.replace(config, Kafka=kafka))
     for name, value, least in (("--workers", args.workers, 1), ("--window-rows", args.window_rows, 1),
                                ("--channel-mb", args.channel_mb, 0), ("--analytics-threads", args.analytics_threads, 0)):
         if value < least:  # checked before any process starts: a clear exit 2, not a child failing later
             raise UsageError(f"{name} must be at least {least}, not {value}")
+    if role == "analytics":
+        from collector.analysis_kafka import serve_analytics
+
+        return serve_analytics(args, dataclasses.replace(config, Kafka=kafka))
     for kind in ("hostlog", "syslog"):
         cert, key = getattr(args, f"{kind}_tls_cert", None), getattr(args, f"{kind}_tls_key", None)
         ca = getattr(args, f"{kind}_tls_client_ca", None)
