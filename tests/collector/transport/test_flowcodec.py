@@ -63,8 +63,9 @@ def _with_layout(rows: np.ndarray, dtype: np.dtype, strings: list[str]) -> bytes
 
 
 def test_a_sender_with_more_columns_is_read_and_its_extra_columns_ignored():
-    """Another engineer adds reverse bytes/packets to FLOW_DTYPE: older readers keep working."""
-    grown = np.dtype(FLOW_DTYPE.descr[:10] + [("rev_bytes", "<u8"), ("rev_packets", "<u8")] + FLOW_DTYPE.descr[10:])
+    """A newer sender's record has columns this reader's FLOW_DTYPE lacks (as rev_bytes/rev_packets once were):
+    the reader keeps working and ignores them."""
+    grown = np.dtype(FLOW_DTYPE.descr[:10] + [("future_u8", "<u8"), ("future_u4", "<u4")] + FLOW_DTYPE.descr[10:])
     batch = synthetic_rows(50)
     _same(decode(_with_layout(batch.to_rows(), grown, batch.strings)), batch)
 
