@@ -10,20 +10,24 @@ Formats (each module under ``collector/hostlogs/`` decodes one family):
   takes a mix of forwarders.
 - Rendered Windows event XML (``<Event>`` elements, alone or in ``<Events>``) and EVTX files (``sysmon.py``).
 - Raw ``audit.log`` lines (``auditd.py``).
+- macOS unified-log text (``log show``/``log stream`` default, syslog and compact styles; ``macos.py``), whose
+  multi-line messages continue on tab-indented lines.
 Any of them may arrive wrapped in a syslog header (forwarders such as rsyslog/audisp-syslog/NXLog om_udp): the
 header is skipped up to the first ``{``, ``<Event`` or ``type=``/``node=``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections import Counter
 from typing import Callable
 
 import orjson
 
 from analytics.endpoint import EndpointBatchBuilder
-from collector.hostlogs.errors import HostLogError
+from collector.hostlogs.errors import HostLogError, HostLogSkip
 from collector.metrics import Counters, RateLimitedLog
 
 log = logging.getLogger("brokerwatch.hostlogs")
@@ -48,8 +52,14 @@ def _register_dialects() -> None:
             JSON_DIALECTS[name] = entry
 
 
+#: The start of a macOS unified-log text line (``log show`` styles): a date, a space, a time with microseconds.
+_MAC_TEXT = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3,}")
+_MAC_BANNERS = (b"Timestamp  ", b"Filtering the log data")
+
+
 def sniff(head: bytes) -> str:
-    """The format of a host-log file from its first bytes: ``evtx``, ``xml``, ``auditd``, ``json`` or ''."""
+    """The format of a host-log file from its first bytes: ``evtx``, ``xml``, ``auditd``, ``json``, ``macos_text``
+    or ''."""
     if head.startswith(b"ElfFile\x00"):
         return "evtx"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
@@ -57,6 +67,8 @@ def sniff(head: bytes) -> str:
         return "xml"
     if text.startswith((b"type=", b"node=")):
         return "auditd"
+    if _MAC_TEXT.match(text) or text.startswith(_MAC_BANNERS):
+        return "macos_text"
     if text.startswith((b"{", b"[")):
         return "json"
     return ""
@@ -82,6 +94,7 @@ class HostLogDecoder:
         self.skipped: Counter[tuple[str, str]] = Counter()
         self._log = RateLimitedLog(1.0, log)
         self._audit = None  # auditd.AuditAssembler, made on the first auditd line
+        self._mactext = None  # macos.MacTextAssembler, made on the first unified-log text line
 
     # -- counting ---------------------------------------------------------------------------------------------
     def count(self, dataset: str, n: int) -> None:
@@ -115,6 +128,8 @@ class HostLogDecoder:
             if detect(obj):
                 try:
                     self.count(dataset, decode(obj, b))
+                except HostLogSkip as s:
+                    self.skip(dataset, s.what)
                 except HostLogError as e:
                     self.reject(e.reason, str(e))
                 except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
@@ -134,14 +149,55 @@ class HostLogDecoder:
             return
         self.decode_object(obj, b)
 
+    def decode_documents(self, data: bytes, b: EndpointBatchBuilder) -> None:
+        """A file of one JSON document, or of several pretty-printed ones one after another (Elasticsearch hits
+        saved by hand); a document that does not parse is rejected and reading resumes at the next line that opens
+        a document."""
+        try:
+            obj = orjson.loads(data) if len(data) <= MAX_RECORD_BYTES else None
+        except orjson.JSONDecodeError:
+            obj = None
+        if obj is not None:
+            self.decode_object(obj, b)
+            return
+        text = data.decode("utf-8", "replace")
+        raw_decode = json.JSONDecoder().raw_decode
+        pos, end = 0, len(text)
+        while pos < end:
+            while pos < end and text[pos] in " \t\r\n":
+                pos += 1
+            if pos >= end:
+                break
+            try:
+                obj, stop = raw_decode(text, pos)
+            except (ValueError, RecursionError) as e:
+                self.reject("json", str(e)[:200])
+                nxt = text.find("\n{", pos + 1)
+                pos = end if nxt < 0 else nxt + 1
+                continue
+            if stop - pos > MAX_RECORD_BYTES:
+                self.reject("too_large", f"{stop - pos} characters")
+            else:
+                self.decode_object(obj, b)
+            pos = stop
+
     # -- lines (files, the TCP listener, syslog-wrapped records) -------------------------------------------------
     def feed_line(self, line: bytes, b: EndpointBatchBuilder) -> None:
-        """One line of any supported text format (JSON, auditd, an XML event on one line), syslog-wrapped or not."""
+        """One line of any supported text format (JSON, auditd, an XML event on one line, macOS unified-log text),
+        syslog-wrapped or not."""
+        if line[:1] == b"\t" and self._mactext is not None and self._mactext.pending:
+            self._mactext.continuation(line, b)  # the next line of a multi-line unified-log message
+            return
         line = line.strip()
         if not line:
             return
         if len(line) > MAX_RECORD_BYTES:
             self.reject("too_large", f"{len(line)} bytes")
+            return
+        if self._mactext is not None and self._mactext.pending:
+            self._mactext.flush(b)
+        if line[:1].isdigit() and _MAC_TEXT.match(line) or line.startswith(_MAC_BANNERS):
+            self._mactext_line(line, b)
             return
         rec = _strip_wrapper(line)
         first = rec[:1]
@@ -158,6 +214,13 @@ class HostLogDecoder:
         """Every line of an iterable of byte lines."""
         for line in lines:
             self.feed_line(line, b)
+
+    def _mactext_line(self, line: bytes, b: EndpointBatchBuilder) -> None:
+        if self._mactext is None:
+            from collector.hostlogs.macos import MacTextAssembler
+
+            self._mactext = MacTextAssembler(self)
+        self._mactext.feed(line, b)
 
     def _auditd_line(self, line: bytes, b: EndpointBatchBuilder) -> None:
         if self._audit is None:
@@ -192,8 +255,8 @@ class HostLogDecoder:
                 self.decode_xml(f.read(), b)
         elif kind == "json" and head.lstrip().startswith(b"[") or kind == "json" and _one_document(path):
             with open(path, "rb") as f:
-                self.decode_json(f.read(), b)
-        elif kind in ("json", "auditd"):
+                self.decode_documents(f.read(), b)
+        elif kind in ("json", "auditd", "macos_text"):
             with open(path, "rb") as f:
                 self.feed_lines(f, b)
         self.finish(b)
@@ -203,6 +266,8 @@ class HostLogDecoder:
         """Flush records held for assembly (auditd events whose last record never came)."""
         if self._audit is not None:
             self._audit.flush(b)
+        if self._mactext is not None:
+            self._mactext.flush(b)
 
 
 def _one_document(path: str) -> bool:
