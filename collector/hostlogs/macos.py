@@ -37,7 +37,7 @@ DATASET = "macos"
 MACOS = OS_ID["macos"]
 
 # A connection path: "[C348.1.1.1 A8214DA1-... 172.20.1.254:64626<->IPv4#3ec082bd:443]".
-_PATH = re.compile(r"\[C([\d.]+) (?:[0-9A-Fa-f-]{36} )?(\S+?)<->(\S+?)\]")
+_PATH = re.compile(r"\[C([\d.]+) (?:[0-9A-Fa-f-]{36} )?(\S+?)<->(\S+?)\](?:\s|$)")
 # The connection's first line: "[C348 90B95967-... Hostname#ea5d1e75:443 quic-connection, ...]".
 _HEAD = re.compile(r"\[C(\d+)[\d.]* (?:[0-9A-Fa-f-]{36} )?(\S+) (tcp|udp|quic|quic-connection)\b")
 _DURATION = re.compile(r"Duration: (\d+(?:\.\d+)?)s")
