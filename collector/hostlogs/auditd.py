@@ -115,14 +115,15 @@ def _time_ns(text: bytes) -> int:
 class _Event:
     """The records of one audit event gathered so far (only what the endpoint event needs)."""
 
-    __slots__ = ("key", "ts_ns", "node", "syscall", "enriched", "args", "argc", "arg_bytes", "proctitle", "saddr",
-                 "records", "touched", "eoe")
+    __slots__ = ("key", "ts_ns", "node", "syscall", "call", "enriched", "args", "argc", "arg_bytes", "proctitle",
+                 "saddr", "records", "touched", "eoe")
 
     def __init__(self, key, ts_ns: int, node: bytes | None) -> None:
         self.key = key
         self.ts_ns = ts_ns
         self.node = node
         self.syscall: dict | None = None
+        self.call = ""  # the syscall's name, once SYSCALL is here
         self.enriched: dict = {}
         self.args: dict[int, list] = {}  # index -> [whole value] or chunks by position
         self.argc = -1
@@ -133,11 +134,11 @@ class _Event:
         self.touched = 0
         self.eoe = False
 
-    def complete(self, calls) -> bool:
+    def complete(self) -> bool:
         """True when every record the kernel writes for this event before EOE is here."""
         if self.syscall is None or self.proctitle is None:
             return False
-        name = calls(self)
+        name = self.call
         if name in _EXEC_CALLS:
             return 0 <= self.argc == len(self.args)
         if name in _NETWORK_CALLS:
@@ -192,17 +193,18 @@ class AuditAssembler:
             self.dec.reject("bad_record", line[:80].decode("utf-8", "replace"))
             return
         node, rtype, ts_text, serial = m.groups()
-        key = (node, int(serial))
+        key = (node, serial)
+        pending = self._pending
+        ev = pending.get(key)
         if key != self._last_key:
             self._last_key = key
             self._switches += 1
-            self._expire(b)
-        ev = self._pending.get(key)
-        if rtype not in _USED:
             if ev is not None:
                 ev.touched = self._switches
-                self._pending.move_to_end(key)
-            elif key not in self._done:
+                pending.move_to_end(key)
+            self._expire(b)
+        if rtype not in _USED:
+            if ev is None and key not in self._done:
                 self.dec.skip(DATASET, "other_record")
             return
         if ev is None:
@@ -215,22 +217,20 @@ class AuditAssembler:
                 self.dec.reject(e.reason, str(e))
                 return
             ev = _Event(key, ts_ns, node)
-            self._pending[key] = ev
-        else:
-            self._pending.move_to_end(key)
-        ev.touched = self._switches
+            ev.touched = self._switches
+            pending[key] = ev
         ev.records += 1
         if ev.records > MAX_EVENT_RECORDS:
             if ev.records == MAX_EVENT_RECORDS + 1:
-                self.dec.reject("too_large", f"audit event {key[1]} has more than {MAX_EVENT_RECORDS} records")
+                self.dec.reject("too_large", f"audit event {serial.decode()} has more than {MAX_EVENT_RECORDS} records")
             return
         try:
             self._record(ev, rtype, line[m.end():])
         except HostLogError as e:
             self.dec.reject(e.reason, str(e))
             return
-        if ev.eoe or ev.complete(self._call):
-            self._emit(self._pending.pop(key), b)
+        if ev.eoe or ev.complete():
+            self._emit(pending.pop(key), b)
 
     def _record(self, ev: _Event, rtype: bytes, rest: bytes) -> None:
         if rtype == b"EOE":
@@ -244,6 +244,7 @@ class AuditAssembler:
         if rtype == b"SYSCALL":
             ev.syscall = f
             ev.enriched = e
+            ev.call = self._call(ev)
         elif rtype == b"SOCKADDR":
             v = f.get(b"saddr")
             if v is None:
@@ -264,22 +265,27 @@ class AuditAssembler:
                 raise HostLogError("bad_value", "EXECVE argc is not a number")
             ev.argc = int(argc)
         for k, v in f.items():
-            m = _ARGN.match(k)
-            if m is None:
+            if k[:1] != b"a":
                 continue
-            idx = int(m.group(1))
-            if m.group(3):  # aN_len: the argument follows in aN[0], aN[1], ...
-                ev.args.setdefault(idx, [])
-                continue
+            if k[1:].isdigit():  # the common case, a whole argument: aN="..." or aN=HEX
+                idx, chunk = int(k[1:]), None
+            else:
+                m = _ARGN.match(k)
+                if m is None:
+                    continue
+                idx, chunk = int(m.group(1)), m.group(2)
+                if m.group(3):  # aN_len: the argument follows in aN[0], aN[1], ...
+                    ev.args.setdefault(idx, [])
+                    continue
             part = _ubytes(v) or b""
             ev.arg_bytes += len(part)
             if ev.arg_bytes > MAX_ARG_BYTES:
                 raise HostLogError("too_large", f"EXECVE arguments over {MAX_ARG_BYTES} bytes")
-            if m.group(2) is None:
+            if chunk is None:
                 ev.args[idx] = [part]
             else:
                 chunks = ev.args.setdefault(idx, [])
-                pos = int(m.group(2))
+                pos = int(chunk)
                 if pos > MAX_EVENT_RECORDS:
                     raise HostLogError("bad_value", "EXECVE argument chunk index out of range")
                 chunks.extend([b""] * (pos + 1 - len(chunks)))
@@ -337,7 +343,7 @@ class AuditAssembler:
             self.dec.skip(DATASET, "no_syscall_record")
             return
         try:
-            name = self._call(ev)
+            name = ev.call
             if name in _EXEC_CALLS:
                 n = self._process_start(ev, sc, b)
             elif name in _NETWORK_CALLS:

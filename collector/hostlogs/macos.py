@@ -297,12 +297,12 @@ _ACTIONS = {
 _TRANSPORTS = {"tcp": 6, "udp": 17}
 
 
-def _get(d: dict, *path):
-    for key in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(key)
-    return d
+def _obj(d: dict, key: str) -> dict:
+    v = d.get(key)
+    return v if isinstance(v, dict) else _EMPTY
+
+
+_EMPTY: dict = {}
 
 
 def _text(v) -> str | None:
@@ -312,40 +312,47 @@ def _text(v) -> str | None:
 def decode_elastic_endpoint(obj: dict, b) -> int:
     """One Elastic Endpoint document: process and network events, DNS lookups (one row per resolved address)."""
     src = _source(obj)
-    action = _ACTIONS.get(str(_get(src, "event", "action")))
+    name = _obj(src, "event").get("action")
+    action = _ACTIONS.get(name) if isinstance(name, str) else None
     if action is None:
         raise HostLogSkip("other_event")
     ts_value = src.get("@timestamp")
     if ts_value is None:
         raise HostLogError("missing_field", "@timestamp")
     ts = parse_time_ns(ts_value)
+    host = _obj(src, "host")
+    host_os = _obj(host, "os")
     os_name = ""
     for key in ("type", "platform", "family", "name"):
-        os_name = _OS_NAMES.get(str(_get(src, "host", "os", key)).lower(), "")
-        if os_name:
-            break
-    proc = src.get("process") if isinstance(src.get("process"), dict) else {}
+        v = host_os.get(key)
+        if isinstance(v, str):
+            os_name = _OS_NAMES.get(v.lower(), "")
+            if os_name:
+                break
+    proc = _obj(src, "process")
+    parent = _obj(proc, "parent")
     cmd = _text(proc.get("command_line"))
     if cmd is None and isinstance(proc.get("args"), list) and proc["args"]:
         cmd = " ".join(str(a) for a in proc["args"])  # as Elastic Endpoint itself joins them
     common = {
-        "host": _text(_get(src, "host", "name")) or _text(_get(src, "host", "hostname")),
+        "host": _text(host.get("name")) or _text(host.get("hostname")),
         "pid": to_int(proc.get("pid")),
-        "ppid": to_int(_get(proc, "parent", "pid")),
+        "ppid": to_int(parent.get("pid")),
         "executable": _text(proc.get("executable")),
         "name": _text(proc.get("name")),
         "command_line": cmd,
-        "parent_executable": _text(_get(proc, "parent", "executable")),
-        "user": _text(_get(src, "user", "name")),
+        "parent_executable": _text(parent.get("executable")),
+        "user": _text(_obj(src, "user").get("name")),
         "entity_id": _text(proc.get("entity_id")),
     }
     os_id = OS_ID[os_name or "macos"]
-    if action in (PROCESS_START, PROCESS_END):
+    if action == PROCESS_START or action == PROCESS_END:
         b.add(ts, action, os_id, DATASET, **common)
         return 1
     if action == DNS_QUERY:
-        name = _text(_get(src, "dns", "question", "name"))
-        answers = _get(src, "dns", "resolved_ip")
+        dns = _obj(src, "dns")
+        name = _text(_obj(dns, "question").get("name"))
+        answers = dns.get("resolved_ip")
         if name is None or not isinstance(answers, list) or not answers:
             raise HostLogSkip("no_network_info")
         n = 0
@@ -354,15 +361,16 @@ def decode_elastic_endpoint(obj: dict, b) -> int:
                 b.add(ts, DNS_QUERY, os_id, DATASET, domain=name, dst_ip=ip, **common)
                 n += 1
         return n
-    dst_ip = _text(_get(src, "destination", "ip"))
-    if dst_ip is None and _text(_get(src, "source", "ip")) is None:
+    source, dest = _obj(src, "source"), _obj(src, "destination")
+    src_ip, dst_ip = _text(source.get("ip")), _text(dest.get("ip"))
+    if dst_ip is None and src_ip is None:
         raise HostLogError("missing_field", "source.ip/destination.ip")
+    transport = _obj(src, "network").get("transport")
     b.add(
         ts, action, os_id, DATASET,
-        src_ip=_text(_get(src, "source", "ip")), src_port=to_int(_get(src, "source", "port"), 0),
-        dst_ip=dst_ip, dst_port=to_int(_get(src, "destination", "port"), 0),
-        proto=_TRANSPORTS.get(str(_get(src, "network", "transport")).lower(), 0),
-        domain=_text(_get(src, "destination", "domain")), inbound=action == NETWORK_ACCEPT, **common,
+        src_ip=src_ip, src_port=to_int(source.get("port"), 0), dst_ip=dst_ip, dst_port=to_int(dest.get("port"), 0),
+        proto=_TRANSPORTS.get(transport.lower(), 0) if isinstance(transport, str) else 0,
+        domain=_text(dest.get("domain")), inbound=action == NETWORK_ACCEPT, **common,
     )
     return 1
 
