@@ -18,6 +18,7 @@ BENCHES = [
     ("analytics_incremental.py", []),
     ("overload.py", []),
     ("syslog.py", []),
+    ("hostlogs_unix.py", ["--events", "30000"]),
     ("analytics.py", []),
     ("detection/run.py", []),
     ("fuzz.py", ["--datagrams", "1000000"]),
