@@ -30,6 +30,7 @@ import time
 from collections import OrderedDict
 
 from analytics.endpoint import NETWORK_ACCEPT, NETWORK_CONNECT, OS_ID, PROCESS_START
+from collector.hostlogs.common import INT64_MAX, checked_ns
 from collector.hostlogs.errors import HostLogError
 
 DATASET = "auditd"
@@ -101,7 +102,7 @@ def _time_ns(text: bytes) -> int:
         sec, _, frac = text.partition(b".")
         if not sec.isdigit() or (frac and not frac.isdigit()):
             raise HostLogError("bad_time", text[:40].decode("ascii", "replace"))
-        return int(sec) * 1_000_000_000 + (int(frac[:9].ljust(9, b"0")) if frac else 0)
+        return checked_ns(int(sec) * 1_000_000_000 + (int(frac[:9].ljust(9, b"0")) if frac else 0))
     try:
         day, clock = text.decode("ascii").split(" ", 1)
         whole, _, frac_s = clock.partition(".")
@@ -109,7 +110,7 @@ def _time_ns(text: bytes) -> int:
     except ValueError:
         raise HostLogError("bad_time", text[:40].decode("ascii", "replace")) from None
     frac_ns = int(frac_s[:9].ljust(9, "0")) if frac_s.isdigit() else 0
-    return calendar.timegm(t) * 1_000_000_000 + frac_ns
+    return checked_ns(calendar.timegm(t) * 1_000_000_000 + frac_ns)
 
 
 class _Event:
@@ -400,7 +401,7 @@ class AuditAssembler:
         b.add(ev.ts_ns, PROCESS_START, LINUX, DATASET, host=c["host"], pid=c["pid"], ppid=c["ppid"],
               executable=c["executable"], name=_name(c), command_line=cmd,
               parent_executable=c["parent_executable"], user=c["user"], entity_id=entity,
-              code=_int(sc.get(b"syscall"), 0))
+              code=_code(sc))
         return 1
 
     def _network(self, ev: _Event, sc: dict, name: str, b) -> int:
@@ -428,8 +429,14 @@ class AuditAssembler:
         b.add(ev.ts_ns, action, LINUX, DATASET, host=c["host"], pid=c["pid"], ppid=c["ppid"],
               executable=c["executable"], name=_name(c), command_line=cmd,
               parent_executable=c["parent_executable"], user=c["user"], entity_id=entity,
-              code=_int(sc.get(b"syscall"), 0), inbound=action == NETWORK_ACCEPT, **peer)
+              code=_code(sc), inbound=action == NETWORK_ACCEPT, **peer)
         return 1
+
+
+def _code(sc: dict) -> int:
+    """event.code: the syscall number (0 when auditd wrote it as a name, or it does not fit the uint32 column)."""
+    n = _int(sc.get(b"syscall"), 0)
+    return n if n < 1 << 32 else 0
 
 
 def _name(c: dict) -> str | None:
@@ -441,12 +448,11 @@ def _name(c: dict) -> str | None:
 
 
 def _int(v: bytes | None, default: int = -1) -> int:
-    if v is None:
+    """A decimal field as an int; default when absent, not decimal, or outside 0..INT64_MAX (the int64 columns)."""
+    if v is None or not v.isdigit():
         return default
-    try:
-        return int(v)
-    except ValueError:
-        return default
+    n = int(v)
+    return n if n <= INT64_MAX else default
 
 
 _FAMILY_NAMES = {b"inet": 2, b"inet6": 10, b"local": 1, b"unix": 1, b"netlink": 16, b"unspec": 0}

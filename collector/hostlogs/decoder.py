@@ -74,6 +74,12 @@ def sniff(head: bytes) -> str:
     return ""
 
 
+def _wraps_record(line: bytes) -> bool:
+    """True when a line that begins with a date carries a JSON, auditd or XML record after it (a syslog file with
+    ``YYYY-MM-DD HH:MM:SS.ffffff`` stamps), rather than being a unified-log text line."""
+    return b'{"' in line or b"msg=audit(" in line or b"<Event" in line
+
+
 def _strip_wrapper(line: bytes) -> bytes:
     """The record inside a syslog-wrapped line (everything from its first ``{``, ``<Event`` or ``type=``)."""
     if line.startswith((b"{", b"[", b"type=", b"node=", b"<Event", b"<?xml")):
@@ -196,7 +202,7 @@ class HostLogDecoder:
             return
         if self._mactext is not None and self._mactext.pending:
             self._mactext.flush(b)
-        if line[:1].isdigit() and _MAC_TEXT.match(line) or line.startswith(_MAC_BANNERS):
+        if line[:1].isdigit() and _MAC_TEXT.match(line) and not _wraps_record(line) or line.startswith(_MAC_BANNERS):
             self._mactext_line(line, b)
             return
         rec = _strip_wrapper(line)

@@ -30,7 +30,7 @@ import shlex
 from analytics.endpoint import (
     DNS_QUERY, NETWORK_ACCEPT, NETWORK_CONNECT, OS_ID, PROCESS_END, PROCESS_START, address_words,
 )
-from collector.hostlogs.common import parse_time_ns, to_int
+from collector.hostlogs.common import checked_ns, parse_time_ns, pid_of, to_int
 from collector.hostlogs.errors import HostLogError, HostLogSkip
 
 DATASET = "macos"
@@ -98,7 +98,7 @@ def network_message(msg: str) -> tuple[str, dict, int] | None:
     elif domain:
         fields["domain"] = domain
     d = _DURATION.search(msg)
-    back = int(float(d.group(1)) * 1_000_000_000) if d else 0
+    back = int(float(d.group(1)) * 1_000_000_000) if d and len(d.group(1)) < 12 else 0
     return conn.split(".", 1)[0], fields, back
 
 
@@ -107,7 +107,7 @@ def _connection(b, ts_ns: int, pid: int, msg: str, **process) -> int:
     if parsed is None:
         raise HostLogSkip("no_network_info")
     _conn, fields, back = parsed
-    b.add(ts_ns - back, NETWORK_CONNECT, MACOS, DATASET, pid=pid, **process, **fields)
+    b.add(checked_ns(ts_ns - back), NETWORK_CONNECT, MACOS, DATASET, pid=pid, **process, **fields)
     return 1
 
 
@@ -130,7 +130,7 @@ def decode_unified_log(obj: dict, b) -> int:
     exe = obj.get("processImagePath") or None
     uid = obj.get("userID")
     return _connection(
-        b, parse_time_ns(ts), to_int(obj.get("processID")), msg,
+        b, parse_time_ns(ts), pid_of(obj.get("processID")), msg,
         executable=exe if isinstance(exe, str) else None, user=str(uid) if isinstance(uid, int) else None,
     )
 
@@ -188,7 +188,7 @@ class MacTextAssembler:
         if more:
             msg = "\n".join([msg, *(x.decode("utf-8", "replace") for x in more)])
         try:
-            n = _connection(b, parse_time_ns(ts), int(pid), msg, name=proc)
+            n = _connection(b, parse_time_ns(ts), pid_of(pid), msg, name=proc)
         except HostLogSkip as s:
             self.dec.skip(DATASET, s.what)
             return
@@ -219,13 +219,13 @@ def _es_process(p) -> dict:
     token = p.get("audit_token")
     if not isinstance(token, dict):
         raise HostLogError("missing_field", "process.audit_token")
-    pid = to_int(token.get("pid"))
+    pid = pid_of(token.get("pid"))
     exe = p.get("executable")
     path = exe.get("path") if isinstance(exe, dict) else None
     euid = token.get("euid")
     return {
         "pid": pid,
-        "ppid": to_int(p.get("ppid")),
+        "ppid": pid_of(p.get("ppid")),
         "executable": path if isinstance(path, str) else None,
         "user": str(euid) if isinstance(euid, int) else None,
         "entity_id": f"es:{pid}:{to_int(token.get('pidversion'), 0)}",
@@ -336,8 +336,8 @@ def decode_elastic_endpoint(obj: dict, b) -> int:
         cmd = " ".join(str(a) for a in proc["args"])  # as Elastic Endpoint itself joins them
     common = {
         "host": _text(host.get("name")) or _text(host.get("hostname")),
-        "pid": to_int(proc.get("pid")),
-        "ppid": to_int(parent.get("pid")),
+        "pid": pid_of(proc.get("pid")),
+        "ppid": pid_of(parent.get("pid")),
         "executable": _text(proc.get("executable")),
         "name": _text(proc.get("name")),
         "command_line": cmd,

@@ -35,7 +35,7 @@ import time
 from analytics.endpoint import (
     DNS_QUERY, NETWORK_ACCEPT, NETWORK_CONNECT, OS_ID, PROCESS_END, PROCESS_START, address_words,
 )
-from collector.hostlogs.common import to_int
+from collector.hostlogs.common import checked_ns, pid_of, to_int
 from collector.hostlogs.errors import HostLogError, HostLogSkip
 
 DATASET = "osquery"
@@ -86,7 +86,7 @@ def _line_time_ns(obj: dict) -> int:
     """The line's time: ``unixTime`` (seconds), else ``calendarTime`` ("Tue Sep 30 17:37:30 2014 UTC")."""
     t = to_int(obj.get("unixTime"))
     if t >= 0:
-        return t * 1_000_000_000
+        return checked_ns(t * 1_000_000_000)
     cal = obj.get("calendarTime")
     if isinstance(cal, str):
         try:
@@ -182,7 +182,7 @@ def decode_result_log(obj: dict, b) -> int:
             continue
         ts = to_int(row.get("time"))
         if ts >= 0:
-            ts_ns = ts * 1_000_000_000
+            ts_ns = checked_ns(ts * 1_000_000_000)
         else:
             if line_ts is None:
                 line_ts = _line_time_ns(obj)
@@ -210,8 +210,8 @@ def _process(row, obj, table, host, ts_ns, b) -> int:
         action = {"ProcessStart": PROCESS_START, "ProcessStop": PROCESS_END}.get(str(row.get("type")))
         if action is None:
             return 0
-    pid = to_int(row.get("pid"))
-    ppid = to_int(row.get("ppid") if table == "process_etw_events" else row.get("parent"))
+    pid = pid_of(row.get("pid"))
+    ppid = pid_of(row.get("ppid") if table == "process_etw_events" else row.get("parent"))
     os_name = os_of(obj, table, exe)
     b.add(ts_ns, action, OS_ID[os_name], DATASET, host=host, pid=pid, ppid=ppid, executable=exe,
           command_line=_text(row.get("cmdline")), user=_user(row),
@@ -250,7 +250,7 @@ def _socket(row, obj, table, host, ts_ns, b) -> int:
         ends = {"src_ip": remote, "src_port": rport, "dst_ip": local, "dst_port": lport}
     else:
         ends = {"src_ip": local, "src_port": lport, "dst_ip": remote, "dst_port": rport}
-    b.add(ts_ns, action, OS_ID[os_of(obj, table, exe)], DATASET, host=host, pid=to_int(row.get("pid")),
+    b.add(ts_ns, action, OS_ID[os_of(obj, table, exe)], DATASET, host=host, pid=pid_of(row.get("pid")),
           executable=exe, name=_text(row.get("name")) if table == "process_open_sockets" else None,
           command_line=_text(row.get("cmdline")), user=_user(row), proto=proto if 0 < proto < 256 else 0,
           inbound=action == NETWORK_ACCEPT, **ends)
@@ -268,7 +268,7 @@ def _dns(row, obj, table, host, ts_ns, b) -> int:
     for item in response.split(";"):
         item = item.strip()
         if item and address_words(item) is not None:  # CNAMEs come as "type:  5 alias.example.com"
-            b.add(ts_ns, DNS_QUERY, os_id, DATASET, host=host, pid=to_int(row.get("pid")), executable=exe,
+            b.add(ts_ns, DNS_QUERY, os_id, DATASET, host=host, pid=pid_of(row.get("pid")), executable=exe,
                   user=_user(row), domain=name.rstrip("."), dst_ip=item)
             n += 1
             if n >= MAX_ANSWERS:

@@ -235,7 +235,7 @@ _VALUES = st.recursive(
 def test_fuzzed_objects_never_raise(obj):
     dec, b = HostLogDecoder(), EndpointBatchBuilder()
     dec.decode_object(obj, b)
-    assert len(b) == sum(dec.records.values())
+    assert len(b.build()) == sum(dec.records.values())
 
 
 @settings(max_examples=200, deadline=None)
@@ -247,4 +247,24 @@ def test_fuzzed_text_lines_never_raise(lines):
     dec, b = HostLogDecoder(), EndpointBatchBuilder()
     dec.feed_lines(lines, b)
     dec.finish(b)
-    assert len(b) == sum(dec.records.values())
+    assert len(b.build()) == sum(dec.records.values())
+
+
+def test_numbers_too_large_for_the_columns_are_counted_not_stored():
+    base = {"agent": {"type": "endpoint"}, "event": {"action": "exec"}, "process": {"pid": 2**80}}
+    lines = [json.dumps(dict(base, **{"@timestamp": ts})).encode() for ts in
+             (2**90, "9999-12-31T23:59:59Z", float("nan"), "2026-12-03T10:00:00Z")]
+    lines.append(b'{"eventMessage": "[C1.1 1.2.3.4:5<->5.6.7.8:9]\\n\\tDuration: 99999999999999999.5s", '
+                 b'"subsystem": "com.apple.network", "timestamp": "2026-12-03 10:00:00.000000+0000"}')
+    dec, b = HostLogDecoder(), EndpointBatchBuilder()
+    dec.feed_lines(lines, b)
+    batch = b.build()
+    assert dec.rejected["bad_time"] == 2 and dec.rejected["json"] == 1  # NaN is not JSON
+    assert len(batch) == 2 and "pid" not in batch.to_ecs(0).get("process", {})
+
+
+def test_a_dated_syslog_line_wrapping_json_is_not_taken_for_unified_log_text():
+    es = json.dumps(_es("exit", {"stat": 0})).encode()
+    dec, b = HostLogDecoder(), EndpointBatchBuilder()
+    dec.feed_line(b"2026-12-03 10:00:05.250000+00:00 mac-1 eslogger: " + es, b)
+    assert len(b) == 1 and not dec.rejected

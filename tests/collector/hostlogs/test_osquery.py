@@ -156,4 +156,18 @@ def test_fuzzed_result_lines_never_raise(form, rows, extra):
     obj = {"name": "q", "hostIdentifier": "h", "unixTime": 1, **extra, form: body}
     dec, b = HostLogDecoder(), EndpointBatchBuilder()
     dec.decode_object(obj, b)
-    assert len(b) == sum(dec.records.values())
+    assert len(b.build()) == sum(dec.records.values())
+
+
+def test_numbers_too_large_for_the_columns_are_counted_not_stored():
+    big = str(2**70)
+    lines = [
+        _line(columns={"pid": big, "path": "/x", "cmdline": "x", "time": big}, action="added"),
+        _line(columns={"pid": big, "path": "/x", "cmdline": "x"}, action="added", unixTime=big),
+        _line(columns={"pid": big, "path": "/x", "cmdline": "x", "time": "1796290000"}, action="added"),
+    ]
+    dec, b = HostLogDecoder(), EndpointBatchBuilder()
+    dec.feed_lines(lines, b)
+    batch = b.build()
+    assert dec.rejected["bad_time"] == 2
+    assert len(batch) == 1 and batch.to_ecs(0)["process"].get("pid") is None
