@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import Counter
 from typing import Callable
 
@@ -28,6 +27,7 @@ import orjson
 
 from analytics.endpoint import EndpointBatchBuilder
 from collector.hostlogs.errors import HostLogError, HostLogSkip
+from collector.hostlogs.macos import TEXT_HEADERS, TEXT_LINE, TEXT_TRAILERS
 from collector.metrics import Counters, RateLimitedLog
 
 log = logging.getLogger("brokerwatch.hostlogs")
@@ -52,11 +52,6 @@ def _register_dialects() -> None:
             JSON_DIALECTS[name] = entry
 
 
-#: The start of a macOS unified-log text line (``log show`` styles): a date, a space, a time with microseconds.
-_MAC_TEXT = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3,}")
-_MAC_BANNERS = (b"Timestamp  ", b"Filtering the log data")
-
-
 def sniff(head: bytes) -> str:
     """The format of a host-log file from its first bytes: ``evtx``, ``xml``, ``auditd``, ``json``, ``macos_text``
     or ''."""
@@ -67,7 +62,7 @@ def sniff(head: bytes) -> str:
         return "xml"
     if text.startswith((b"type=", b"node=")):
         return "auditd"
-    if _MAC_TEXT.match(text) or text.startswith(_MAC_BANNERS):
+    if TEXT_LINE.match(text) or text.startswith(TEXT_HEADERS):
         return "macos_text"
     if text.startswith((b"{", b"[")):
         return "json"
@@ -202,7 +197,8 @@ class HostLogDecoder:
             return
         if self._mactext is not None and self._mactext.pending:
             self._mactext.flush(b)
-        if line[:1].isdigit() and _MAC_TEXT.match(line) and not _wraps_record(line) or line.startswith(_MAC_BANNERS):
+        if line[:1].isdigit() and TEXT_LINE.match(line) and not _wraps_record(line) or line.startswith(TEXT_HEADERS) or (
+                self._mactext is not None and line.startswith(TEXT_TRAILERS)):
             self._mactext_line(line, b)
             return
         rec = _strip_wrapper(line)

@@ -53,10 +53,13 @@ TEXT_STYLES = (
     ("syslog", re.compile(_TS + r"\s+\S+ (.+?)\[(\d+)\]: " + _TAIL)),
     ("compact", re.compile(_TS + r"\s+[A-Z][a-z]\s+(.+?)\[(\d+):[0-9a-f]+\] " + _TAIL)),
 )
-#: A line that begins a unified-log text record (the check the host-log decoder makes before anything else).
-TEXT_LINE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+")
-#: Lines ``log show`` writes around the records: the column header, the filter banner, the closing summary.
-TEXT_BANNERS = (b"Timestamp ", b"Filtering the log data", b"Skipping info and debug", b"---", b"Log      -")
+#: A line that begins a unified-log text record (the check the host-log decoder makes before anything else): a date,
+#: a space, a time with fractional seconds.
+TEXT_LINE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3,}")
+#: Lines ``log show``/``log stream`` write before the records: the filter banner and the column header.
+TEXT_HEADERS = (b"Timestamp  ", b"Filtering the log data", b"Skipping info and debug")
+#: Lines ``log show`` writes after them (a rule and the per-type totals); taken as such only in a unified-log stream.
+TEXT_TRAILERS = (b"-----", b"Log      -", b"Activity -")
 
 
 def _endpoint(text: str) -> tuple[str | None, str | None, int]:
@@ -154,7 +157,7 @@ class MacTextAssembler:
     def feed(self, line: bytes, b) -> None:
         """A line that begins a record (its continuation lines come through ``continuation``)."""
         self.flush(b)
-        if line.startswith(TEXT_BANNERS):
+        if line.startswith(TEXT_HEADERS) or line.startswith(TEXT_TRAILERS):
             self.dec.skip(DATASET, "banner")
             return
         self._head = line

@@ -331,3 +331,17 @@ def test_numbers_too_large_for_the_columns_are_counted_not_stored():
     dec, batch = _decode_lines(lines)
     assert dec.rejected["bad_time"] == 2  # both records of the event dated past 2262
     assert len(batch) == 1 and batch.to_ecs(0)["process"].get("pid") is None  # unknown, not wrapped around
+
+
+def test_the_eoe_after_an_evidently_complete_event_is_not_counted_late():
+    sa = "020022B3CB0071320000000000000000"
+    lines = _event(71, SYSCALL_CONNECT, f"SOCKADDR saddr={sa}", "PROCTITLE proctitle=6D6F7371", "EOE ")
+    dec, b = HostLogDecoder(), EndpointBatchBuilder()
+    dec.feed_line(lines[0].encode(), b)
+    dec.feed_line(lines[1].encode(), b)
+    assert len(b) == 0
+    dec.feed_line(lines[2].encode(), b)  # PROCTITLE: the kernel's last record before EOE
+    assert len(b) == 1
+    dec.feed_line(lines[3].encode(), b)
+    dec.feed_line(_event(71, "SOCKADDR saddr=" + sa)[0].encode(), b)  # a record of the same event, too late
+    assert dict(dec.skipped) == {("auditd", "late_record"): 1}

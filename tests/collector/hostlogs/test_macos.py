@@ -117,6 +117,9 @@ def test_unified_log_text_styles_with_continuation_lines():
         b"2026-12-03 10:00:06.000000+0000  localhost curl[4250]: (Network) [com.apple.network:connection] "
         b"[C1.1.1 0F0E0D0C-0B0A-0908-0706-050403020100 192.168.50.21:60130<->[2001:db8::7]:8883]\n"
         b"2026-12-03 10:00:07.000 Df curl[4251:1f2e] [com.apple.network:connection] nothing about a path\n"
+        b"--------------------------------------------------------------------------------------------------------\n"
+        b"Log      - Default:          3, Info:                0, Debug:             0, Error:          0\n"
+        b"Activity - Create:           0, Transition:          0, Actions:           0\n"
     )
     dec, b = HostLogDecoder(), EndpointBatchBuilder()
     dec.feed_lines(text.splitlines(keepends=True), b)
@@ -129,7 +132,7 @@ def test_unified_log_text_styles_with_continuation_lines():
     assert first["destination"] == {"ip": "198.51.100.77", "port": 443, "domain": "x.example.net"}
     assert first["source"] == {"ip": "192.168.50.21", "port": 60122} and first["network"]["iana_number"] == "6"
     assert second["destination"] == {"ip": "2001:db8::7", "port": 8883}
-    assert dec.skipped[("macos", "banner")] == 1 and dec.skipped[("macos", "no_network_info")] == 1
+    assert dec.skipped[("macos", "banner")] == 4 and dec.skipped[("macos", "no_network_info")] == 1
 
 
 def test_network_message_endpoints():
