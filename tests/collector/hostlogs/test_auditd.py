@@ -131,7 +131,7 @@ def test_corpus_yaml_event_groups_decode(corpus, name):
         dec, batch = _decode_lines(lines)
         assert not dec.rejected, case
         expected = _expected(lines)
-        assert {e[:3] + e[4:] for e in _decoded(batch)} >= {e[:3] + e[4:] for e in expected}, case
+        assert _decoded(batch) >= expected, case  # and accepts, which the hand reading leaves out
         if case == "EXECVE":
             e = batch.to_ecs(0)
             assert e["process"]["command_line"] == "uname -a" and e["user"]["name"] == "1001"

@@ -228,7 +228,7 @@ _VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-2, 2**70) | st.sampled_from(
         ["exec", "fork", "exit", "endpoint", "connection_attempted", "lookup_result", "2026-12-03T10:00:00Z",
          "[C1.1 1.2.3.4:5<->[::1]:9]", "macos", "1.2.3.4"]) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_KEYS), inner, max_size=5),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(_KEYS), inner, max_size=5)),
     max_leaves=20,
 )
 
