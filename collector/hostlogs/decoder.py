@@ -117,11 +117,15 @@ class HostLogDecoder:
 
     # -- JSON ----------------------------------------------------------------------------------------------------
     def decode_object(self, obj, b: EndpointBatchBuilder) -> None:
-        """One parsed JSON value: an object of a known dialect, or a list of them."""
+        """One parsed JSON value: an object of a known dialect, or a list of them (one level: a list nested in a
+        list is rejected, so a hostile depth cannot recurse)."""
         if isinstance(obj, list):
             for item in obj:
-                self.decode_object(item, b)
+                self._decode_one(item, b)
             return
+        self._decode_one(obj, b)
+
+    def _decode_one(self, obj, b: EndpointBatchBuilder) -> None:
         if not isinstance(obj, dict):
             self.reject("unknown_format", "not a JSON object")
             return
@@ -155,7 +159,7 @@ class HostLogDecoder:
         saved by hand); a document that does not parse is rejected and reading resumes at the next line that opens
         a document."""
         try:
-            obj = orjson.loads(data) if len(data) <= MAX_RECORD_BYTES else None
+            obj = orjson.loads(data)  # a file: its size is the user's choice, unlike a line from the network
         except orjson.JSONDecodeError:
             obj = None
         if obj is not None:
@@ -176,10 +180,7 @@ class HostLogDecoder:
                 nxt = text.find("\n{", pos + 1)
                 pos = end if nxt < 0 else nxt + 1
                 continue
-            if stop - pos > MAX_RECORD_BYTES:
-                self.reject("too_large", f"{stop - pos} characters")
-            else:
-                self.decode_object(obj, b)
+            self.decode_object(obj, b)
             pos = stop
 
     # -- lines (files, the TCP listener, syslog-wrapped records) -------------------------------------------------

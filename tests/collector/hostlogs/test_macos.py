@@ -271,3 +271,21 @@ def test_a_dated_syslog_line_wrapping_json_is_not_taken_for_unified_log_text():
     dec, b = HostLogDecoder(), EndpointBatchBuilder()
     dec.feed_line(b"2026-12-03 10:00:05.250000+00:00 mac-1 eslogger: " + es, b)
     assert len(b) == 1 and not dec.rejected
+
+
+def test_nested_lists_are_rejected_without_recursing(tmp_path):
+    dec, b = HostLogDecoder(), EndpointBatchBuilder()
+    for depth in (2, 1000, 1023):
+        dec.feed_line(b"[" * depth + b"]" * depth, b)
+    assert dec.rejected["unknown_format"] == 3 and len(b) == 0
+
+
+def test_a_json_array_file_larger_than_a_record_decodes(tmp_path):
+    doc = {"@timestamp": "2026-12-03T10:00:00Z", "agent": {"type": "endpoint"}, "event": {"action": "exec"},
+           "process": {"pid": 7, "executable": "/usr/bin/curl", "command_line": "curl " + "x" * 500}}
+    path = tmp_path / "hits.json"
+    path.write_text(json.dumps([doc] * 3000, indent=1))
+    assert path.stat().st_size > (1 << 20)
+    dec, b = HostLogDecoder(), EndpointBatchBuilder()
+    assert dec.decode_file(str(path), b) == "json"
+    assert len(b.build()) == 3000 and not dec.rejected
