@@ -13,8 +13,9 @@ Because the name is the query's, a row's table is recognised by its columns (osq
 - ``socket_events`` (``action`` connect/accept with ``remote_address``/``remote_port``; bind, listen, close skipped)
   -> ``network_connect`` / ``network_accept``;
 - ``process_open_sockets`` (a socket with a remote address and port; listening and UNIX sockets skipped; its ``path``
-  is a UNIX socket's path, so the executable is read only from a joined ``processes`` column: ``process_path``,
-  ``exe`` or, for an inet socket, ``path``) -> ``network_connect``;
+  is a UNIX socket's path, so the executable is read from a joined ``processes`` column: ``process_path``, ``exe``,
+  or ``path`` of a row with an IP peer) -> ``network_connect``; a ``socket_events`` query that selects no ``action``
+  (``... FROM socket_events WHERE action = 'connect'``) reads the same way;
 - ``dns_lookup_events`` (Windows DNS client ETW: ``name`` asked, ``response`` answers separated by ``;``)
   -> ``dns_query``, one row per address answered.
 
@@ -240,9 +241,8 @@ def _socket(row, obj, table, host, ts_ns, b) -> int:
         exe = _text(row.get("path"))
     else:
         action = NETWORK_CONNECT
-        exe = _text(row.get("process_path")) or _text(row.get("exe")) or (
-            _text(row.get("path")) if family in (2, 10) else None
-        )
+        # the table's own path is a UNIX socket's; with an IP peer it can only be a joined processes.path
+        exe = _text(row.get("process_path")) or _text(row.get("exe")) or _text(row.get("path"))
     local = _text(row.get("local_address"))
     lport = to_int(row.get("local_port"), 0)
     proto = to_int(row.get("protocol"), 0)

@@ -171,3 +171,15 @@ def test_numbers_too_large_for_the_columns_are_counted_not_stored():
     batch = b.build()
     assert dec.rejected["bad_time"] == 2
     assert len(batch) == 1 and batch.to_ecs(0)["process"].get("pid") is None
+
+
+def test_the_documented_socket_events_query_without_an_action_column():
+    """docs/forwarding-host-logs.md schedules ``SELECT pid, path, remote_address, remote_port, local_port, time FROM
+    socket_events WHERE action = 'connect'``: its rows carry no action, family or local address."""
+    row = {"pid": "4242", "path": "/usr/bin/mosquitto_pub", "remote_address": "203.0.113.50",
+           "remote_port": "8883", "local_port": "51000", "time": "1796290000"}
+    dec, b = HostLogDecoder(), EndpointBatchBuilder()
+    dec.feed_line(_line(columns=row, action="added"), b)
+    e = b.build().to_ecs(0)
+    assert e["event"]["action"] == "network_connect" and e["process"]["executable"] == "/usr/bin/mosquitto_pub"
+    assert e["destination"] == {"ip": "203.0.113.50", "port": 8883} and e["source"] == {"port": 51000}
