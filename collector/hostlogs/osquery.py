@@ -169,6 +169,7 @@ def decode_result_log(obj: dict, b) -> int:
         host = deco["hostname"]
     line_ts = None
     n = skipped = 0
+    out = _Pending()  # rows are appended to b only once the whole line has decoded (a bad row rejects the line)
     for i, (row, action) in enumerate(_rows(obj)):
         if i >= MAX_ROWS:
             raise HostLogError("too_large", f"more than {MAX_ROWS} rows in one result line")
@@ -188,12 +189,22 @@ def decode_result_log(obj: dict, b) -> int:
             if line_ts is None:
                 line_ts = _line_time_ns(obj)
             ts_ns = line_ts
-        added = _DECODERS[table](row, obj, table, host, ts_ns, b)
+        added = _DECODERS[table](row, obj, table, host, ts_ns, out)
         n += added
         skipped += added == 0
     if n == 0:
         raise HostLogSkip("no_usable_row" if skipped else "empty")
+    for args, kwargs in out:
+        b.add(*args, **kwargs)
     return n
+
+
+class _Pending(list):
+    """The events of one result line, held until every row of it has decoded."""
+
+    def add(self, *args, **kwargs) -> None:
+        """Hold one event (EndpointBatchBuilder.add's arguments)."""
+        self.append((args, kwargs))
 
 
 def _process(row, obj, table, host, ts_ns, b) -> int:

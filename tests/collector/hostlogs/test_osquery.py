@@ -183,3 +183,11 @@ def test_the_documented_socket_events_query_without_an_action_column():
     e = b.build().to_ecs(0)
     assert e["event"]["action"] == "network_connect" and e["process"]["executable"] == "/usr/bin/mosquitto_pub"
     assert e["destination"] == {"ip": "203.0.113.50", "port": 8883} and e["source"] == {"port": 51000}
+
+
+def test_a_bad_row_rejects_its_whole_line_and_adds_nothing():
+    good = {"pid": "1", "path": "/x", "cmdline": "x", "time": "1796290000"}
+    bad = dict(good, time=str(2**70))
+    dec, b = HostLogDecoder(), EndpointBatchBuilder()
+    dec.feed_line(_line(snapshot=[good, bad]), b)
+    assert len(b.build()) == 0 and dec.rejected["bad_time"] == 1
