@@ -19,6 +19,7 @@ BENCHES = [
     ("overload.py", []),
     ("syslog.py", []),
     ("hostlogs.py", []),
+    ("hostlogs_unix.py", ["--events", "30000"]),
     ("analytics.py", []),
     ("detection/run.py", []),
     ("fuzz.py", ["--datagrams", "1000000"]),

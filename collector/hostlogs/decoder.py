@@ -10,12 +10,15 @@ Formats (each module under ``collector/hostlogs/`` decodes one family):
   takes a mix of forwarders.
 - Rendered Windows event XML (``<Event>`` elements, alone or in ``<Events>``) and EVTX files (``sysmon.py``).
 - Raw ``audit.log`` lines (``auditd.py``).
+- macOS unified-log text (``log show``/``log stream`` default, syslog and compact styles; ``macos.py``), whose
+  multi-line messages continue on tab-indented lines.
 Any of them may arrive wrapped in a syslog header (forwarders such as rsyslog/audisp-syslog/NXLog om_udp): the
 header is skipped up to the first ``{``, ``<Event`` or ``type=``/``node=``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from typing import Callable
@@ -24,6 +27,7 @@ import orjson
 
 from analytics.endpoint import EndpointBatchBuilder
 from collector.hostlogs.errors import HostLogError, HostLogSkip
+from collector.hostlogs.macos import TEXT_HEADERS, TEXT_LINE, TEXT_TRAILERS
 from collector.metrics import Counters, RateLimitedLog
 
 log = logging.getLogger("brokerwatch.hostlogs")
@@ -60,7 +64,8 @@ def _register_dialects() -> None:
 
 
 def sniff(head: bytes) -> str:
-    """The format of a host-log file from its first bytes: ``evtx``, ``xml``, ``auditd``, ``json`` or ''."""
+    """The format of a host-log file from its first bytes: ``evtx``, ``xml``, ``auditd``, ``json``, ``macos_text``
+    or ''."""
     if head.startswith(b"ElfFile\x00"):
         return "evtx"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
@@ -68,9 +73,17 @@ def sniff(head: bytes) -> str:
         return "xml"
     if text.startswith((b"type=", b"node=")):
         return "auditd"
+    if TEXT_LINE.match(text) or text.startswith(TEXT_HEADERS):
+        return "macos_text"
     if text.startswith((b"{", b"[")):
         return "json"
     return ""
+
+
+def _wraps_record(line: bytes) -> bool:
+    """True when a line that begins with a date carries a JSON, auditd or XML record after it (a syslog file with
+    ``YYYY-MM-DD HH:MM:SS.ffffff`` stamps), rather than being a unified-log text line."""
+    return b'{"' in line or b"msg=audit(" in line or b"<Event" in line
 
 
 def _strip_wrapper(line: bytes) -> bytes:
@@ -94,6 +107,7 @@ class HostLogDecoder:
         self._log = RateLimitedLog(1.0, log)
         self._audit = None  # auditd.AuditAssembler, made on the first auditd line
         self._fast = None  # the JSON_FAST_PATHS entry that took the last JSON record
+        self._mactext = None  # macos.MacTextAssembler, made on the first unified-log text line
 
     # -- counting ---------------------------------------------------------------------------------------------
     def count(self, dataset: str, n: int) -> None:
@@ -115,11 +129,15 @@ class HostLogDecoder:
 
     # -- JSON ----------------------------------------------------------------------------------------------------
     def decode_object(self, obj, b: EndpointBatchBuilder) -> None:
-        """One parsed JSON value: an object of a known dialect, or a list of them."""
+        """One parsed JSON value: an object of a known dialect, or a list of them (one level: a list nested in a
+        list is rejected, so a hostile depth cannot recurse)."""
         if isinstance(obj, list):
             for item in obj:
-                self.decode_object(item, b)
+                self._decode_one(item, b)
             return
+        self._decode_one(obj, b)
+
+    def _decode_one(self, obj, b: EndpointBatchBuilder) -> None:
         if not isinstance(obj, dict):
             self.reject("unknown_format", "not a JSON object")
             return
@@ -174,14 +192,53 @@ class HostLogDecoder:
             return
         self.decode_object(obj, b)
 
+    def decode_documents(self, data: bytes, b: EndpointBatchBuilder) -> None:
+        """A file of one JSON document, or of several pretty-printed ones one after another (Elasticsearch hits
+        saved by hand); a document that does not parse is rejected and reading resumes at the next line that opens
+        a document."""
+        try:
+            obj = orjson.loads(data)  # a file: its size is the user's choice, unlike a line from the network
+        except orjson.JSONDecodeError:
+            obj = None
+        if obj is not None:
+            self.decode_object(obj, b)
+            return
+        text = data.decode("utf-8", "replace")
+        raw_decode = json.JSONDecoder().raw_decode
+        pos, end = 0, len(text)
+        while pos < end:
+            while pos < end and text[pos] in " \t\r\n":
+                pos += 1
+            if pos >= end:
+                break
+            try:
+                obj, stop = raw_decode(text, pos)
+            except (ValueError, RecursionError) as e:
+                self.reject("json", str(e)[:200])
+                nxt = text.find("\n{", pos + 1)
+                pos = end if nxt < 0 else nxt + 1
+                continue
+            self.decode_object(obj, b)
+            pos = stop
+
     # -- lines (files, the TCP listener, syslog-wrapped records) -------------------------------------------------
     def feed_line(self, line: bytes, b: EndpointBatchBuilder) -> None:
-        """One line of any supported text format (JSON, auditd, an XML event on one line), syslog-wrapped or not."""
+        """One line of any supported text format (JSON, auditd, an XML event on one line, macOS unified-log text),
+        syslog-wrapped or not."""
+        if line[:1] == b"\t" and self._mactext is not None and self._mactext.pending:
+            self._mactext.continuation(line, b)  # the next line of a multi-line unified-log message
+            return
         line = line.strip()
         if not line:
             return
         if len(line) > MAX_RECORD_BYTES:
             self.reject("too_large", f"{len(line)} bytes")
+            return
+        if self._mactext is not None and self._mactext.pending:
+            self._mactext.flush(b)
+        if line[:1].isdigit() and TEXT_LINE.match(line) and not _wraps_record(line) or line.startswith(TEXT_HEADERS) or (
+                self._mactext is not None and line.startswith(TEXT_TRAILERS)):
+            self._mactext_line(line, b)
             return
         rec = _strip_wrapper(line)
         first = rec[:1]
@@ -198,6 +255,13 @@ class HostLogDecoder:
         """Every line of an iterable of byte lines."""
         for line in lines:
             self.feed_line(line, b)
+
+    def _mactext_line(self, line: bytes, b: EndpointBatchBuilder) -> None:
+        if self._mactext is None:
+            from collector.hostlogs.macos import MacTextAssembler
+
+            self._mactext = MacTextAssembler(self)
+        self._mactext.feed(line, b)
 
     def _auditd_line(self, line: bytes, b: EndpointBatchBuilder) -> None:
         if self._audit is None:
@@ -232,8 +296,8 @@ class HostLogDecoder:
                 self.decode_xml(f.read(), b)
         elif kind == "json" and head.lstrip().startswith(b"[") or kind == "json" and _one_document(path):
             with open(path, "rb") as f:
-                self.decode_json(f.read(), b)
-        elif kind in ("json", "auditd"):
+                self.decode_documents(f.read(), b)
+        elif kind in ("json", "auditd", "macos_text"):
             with open(path, "rb") as f:
                 self.feed_lines(f, b)
         self.finish(b)
@@ -243,6 +307,8 @@ class HostLogDecoder:
         """Flush records held for assembly (auditd events whose last record never came)."""
         if self._audit is not None:
             self._audit.flush(b)
+        if self._mactext is not None:
+            self._mactext.flush(b)
 
 
 def _one_document(path: str) -> bool:
