@@ -25,7 +25,6 @@ from tests.conftest import FIXTURES, REPO, require_tool
 ENDPOINT = FIXTURES / "endpoint"
 WORLDS = ("windows_powershell", "linux_mosquitto_pub", "macos_curl", "linux_known_client")
 ENDPOINT_RULES = ("AN0002", "AN0003", "AN0004")
-LANDING = pytest.mark.xfail(reason="endpoint detections land in this session", strict=False)
 
 
 def labels(world: str) -> dict:
@@ -220,7 +219,6 @@ def _of(alerts: list[dict], rule: str, dst: str) -> list[dict]:
     return [a for a in alerts if a["rule"]["id"] == rule and a["destination"].get("ip") == dst]
 
 
-@LANDING
 @ORDERS
 def test_powershell_beacon_raises_an0002(logs_first):
     """powershell.exe beaconing over TLS to a dynamic-DNS broker on 8883: AN0002 with the process, the host and the
@@ -235,7 +233,6 @@ def test_powershell_beacon_raises_an0002(logs_first):
     assert doc["domain"] in json.dumps(a["brokerwatch"]["evidence"])
 
 
-@LANDING
 @ORDERS
 def test_mosquitto_pub_loop_raises_an0003(logs_first):
     """A bash loop running mosquitto_pub with random topics and base64 messages: AN0003 with the process and one of
@@ -250,7 +247,6 @@ def test_mosquitto_pub_loop_raises_an0003(logs_first):
     assert a["source"]["ip"] == doc["host_ip"] and a["destination"]["port"] == 1883
 
 
-@LANDING
 @ORDERS
 def test_curl_posts_to_mqtt_uri_raise_an0004(logs_first):
     """osascript running curl to POST to https://…/mqtt every few minutes: AN0004 naming curl (or osascript)."""
@@ -262,7 +258,6 @@ def test_curl_posts_to_mqtt_uri_raise_an0004(logs_first):
     assert a["source"]["ip"] == doc["host_ip"] and a["destination"]["port"] == 443
 
 
-@LANDING
 @ORDERS
 def test_known_pubsub_client_raises_nothing(logs_first):
     """The same traffic as the mosquitto_pub loop, made by the mosquitto broker's bridge (KnownPubSubClients):

@@ -184,11 +184,16 @@ class EndpointDetector:
 
     def _process(self, host: str, os_: str, pid: int, entity: str, exe: str, name: str) -> ProcessContext:
         """The context of a process named by a network event: known from its start, or made from what it says."""
-        for key in (("e", host, entity) if entity else None, ("p", host, pid) if pid >= 0 else None):
+        keys = [("e", host, entity) if entity else None, ("p", host, pid) if pid >= 0 else None]
+        if host:  # a process log that names no host (eslogger, a file of one machine): its pid on this host
+            keys += [("e", "", entity) if entity else None, ("p", "", pid) if pid >= 0 else None]
+        for key in keys:
             if key is not None:
                 ctx = self._procs.get(key)
                 if ctx is not None and (not exe or not ctx.executable or ctx.executable == exe):
                     self._procs.move_to_end(key)
+                    if not ctx.host:
+                        ctx.host = host  # the network event says which host the process ran on
                     return ctx
         return ProcessContext(host, os_, pid, entity, exe, name or exe)
 
@@ -432,11 +437,16 @@ class EndpointDetector:
             groups[(rule, act.proc.host, act.proc.name.lower(), broker, act.dst_port)].append(act)
         # a process that only names the broker on its command line (osascript running curl, a shell loop) while
         # another process on the host made the connections to it: one alert, on the one that connected
-        connecting = {(k[0], k[1], k[3], k[4]) for k, g in groups.items() if any(a.via == "connect" for a in g)}
+        # (a launcher whose log names no host goes with the host that connected to that broker)
+        connecting: dict[tuple, list[str]] = defaultdict(list)  # (rule, broker, port) -> hosts that connected
+        for k, g in groups.items():
+            if any(a.via == "connect" for a in g):
+                connecting[(k[0], k[3], k[4])].append(k[1])
         launchers: dict[tuple, list[str]] = defaultdict(list)
         for k in list(groups):
-            if (k[0], k[1], k[3], k[4]) in connecting and all(a.via == "exec" for a in groups[k]):
-                launchers[(k[0], k[1], k[3], k[4])].append(groups.pop(k)[-1].proc.name)
+            hosts = connecting.get((k[0], k[3], k[4]), ())
+            if all(a.via == "exec" for a in groups[k]) and (k[1] in hosts or (not k[1] and len(set(hosts)) == 1)):
+                launchers[(k[0], k[1] or hosts[0], k[3], k[4])].append(groups.pop(k)[-1].proc.name)
         if not groups:
             return []
         keys = list(groups)
@@ -521,13 +531,16 @@ class EndpointDetector:
                                      f"{b[BF['missed_fraction']]:.0%} beats missed, beacon score {bscore:.2f}")
         evidence.update(period_s=round(float(b[BF["period_s"]]), 3), jitter=round(float(b[BF["jitter"]]), 3),
                         missed_beat_fraction=round(float(b[BF["missed_fraction"]]), 3), beacon_score=round(bscore, 3))
-        gaps = np.diff([a.ts_ns for a in acts]) / NS
-        if len(acts) >= self.params.hf_min_events and float(np.median(gaps)) <= self.params.hf_max_period_s:
+        # one publication = the activities within a second of each other (a tool's start and its connect)
+        t = np.array([a.ts_ns for a in acts], np.int64)
+        starts = t[np.concatenate(([True], np.diff(t) > NS))]
+        gaps = np.diff(starts) / NS
+        if len(starts) >= self.params.hf_min_events and float(np.median(gaps)) <= self.params.hf_max_period_s:
             score += w["high_frequency"]
             analytics.append("high_frequency_publication")
-            text = f"high-frequency publication: {len(acts)} over {float(gaps.sum()):.0f} s"
+            text = f"high-frequency publication: {len(starts)} over {float(gaps.sum()):.0f} s"
             reasons["TimeWindow"] = reasons["TimeWindow"] + "; " + text if "TimeWindow" in reasons else text
-        elif len(acts) >= 3 and "beaconing" not in analytics:
+        elif len(starts) >= 3 and "beaconing" not in analytics:
             score += w["repeated"]
         # reputation: the address, or the name the host used
         rep = ""
