@@ -60,6 +60,33 @@ def is_capture(path: str) -> bool:
     return magic in _PCAP_MAGICS or magic == _PCAPNG_SHB
 
 
+#: Frames looked at to tell a capture of exported datagrams from raw traffic.
+SNIFF_FRAMES = 256
+
+
+def is_raw_traffic(path: str) -> bool:
+    """Whether a capture holds raw traffic rather than exported datagrams (NetFlow/IPFIX/sFlow/syslog over UDP).
+
+    By content: of the first SNIFF_FRAMES IP frames, an export capture has at least half that are UDP datagrams
+    whose payload starts like an export or a syslog message; raw traffic (TCP sessions, DNS, ...) has fewer.
+    """
+    from collector.flows.decoders import sniff
+
+    seen = exports = 0
+    for ts_ns, linktype, frame in frames(path):
+        pkt = ip_packet(linktype, frame)
+        l4 = transport(pkt) if pkt is not None else None
+        if l4 is None:
+            continue
+        seen += 1
+        proto, _src, _dst, body = l4
+        if proto == 17 and len(body) > 8 and sniff(body[8:]) is not None:
+            exports += 1
+        if seen >= SNIFF_FRAMES:
+            break
+    return seen > 0 and 2 * exports < seen
+
+
 def frames(path: str) -> Iterator[tuple[int, int, bytes]]:
     """Yield (timestamp ns, link type, frame) for every packet of a pcap or pcapng file."""
     with open(path, "rb") as f:

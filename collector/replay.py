@@ -33,7 +33,8 @@ def replay(args: argparse.Namespace, progress=None) -> int:
     sinks = [JsonLinesSink.open(args.alerts) if args.alerts else JsonLinesSink(sys.stdout)]
     out = FanOut(sinks)
     source = OfflineSource(progress=progress.file if progress is not None else None,
-                           sampling=SamplingOverride(config.Exporters))
+                           sampling=SamplingOverride(config.Exporters),
+                           server_ports=tuple(config.port_protocols()))
     # observer names on alerts: offline, each exporter's first SNMP poll is waited for (bounded by its timeout)
     enricher = Enricher(config.Exporters) if enrichment_wanted(config.Exporters) else None
 
@@ -59,6 +60,8 @@ def replay(args: argparse.Namespace, progress=None) -> int:
         for batch in source.batches(flows):
             if enricher is not None:
                 enricher.wait(enricher.seen(batch))
+            for eb in source.take_endpoint_events():  # DNS answers the flow meter saw on the wire
+                endpoint.ingest(eb)
             detector.ingest(batch)
             endpoint.observe_flows(batch)
             if progress is not None:

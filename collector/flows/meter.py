@@ -67,6 +67,7 @@ FLOW_RECORD = np.dtype([
     ("strength", np.uint8),  # evidence for the client: see CLIENT_BY
     ("reason", np.uint8),  # EXPIRY_REASONS
     ("l7_a", np.uint8), ("l7_b", np.uint8),  # payload packets handed to the L7 stage per direction
+    ("follow", np.uint8),  # set by the L7 stage: hand over every payload packet (an MQTT session's messages)
 ])
 
 #: What decided the client side (the ``strength`` of a flow; higher wins).
@@ -418,12 +419,36 @@ def _force_expire(table, used, free, st, out, n_out):
 
 
 @numba.njit(cache=True)
-def meter_packets(pk, start, table, used, index, free, st, server_ports, timeouts, l7_packets, out, take):
+def _mqtt_connect(buf, off, n):
+    """Whether buf[off:off+n] starts with an MQTT CONNECT (protocol name MQTT or MQIsdp after the fixed header)."""
+    if n < 8 or buf[off] != 0x10:
+        return False
+    k = 1
+    while k < 5 and k < n and buf[off + k] & 0x80:
+        k += 1
+    k += 1
+    if off + k + 8 > off + n:
+        return False
+    if buf[off + k] != 0:
+        return False
+    ln = buf[off + k + 1]
+    q = off + k + 2
+    if ln == 4:
+        return buf[q] == 77 and buf[q + 1] == 81 and buf[q + 2] == 84 and buf[q + 3] == 84  # MQTT
+    if ln == 6 and off + k + 8 <= off + n:
+        return buf[q] == 77 and buf[q + 1] == 81 and buf[q + 2] == 73 and buf[q + 3] == 115  # MQIs(dp)
+    return False
+
+
+@numba.njit(cache=True)
+def meter_packets(pk, start, table, used, index, free, st, server_ports, timeouts, l7_packets, out, take, take_seq,
+                  buf):
     """Meter packets pk[start:] into the table; expired flows go to out. Returns (next packet, flows in out).
 
     Stops early (before a packet or a sweep) when out could overflow; the caller empties out and calls again.
-    st: int64 state [next sequence, free count, next check time ns, live flows]. take[i]: 1 + the side (0/1) that
-    sent packet i when its payload goes to the L7 stage, else 0 (the flow's sequence is in flow_seq_of).
+    st: int64 state [next sequence, free count, next check time ns, live flows]. take[i]: when packet i's payload
+    goes to the L7 stage, 1 + the side (0/1) that sent it, | its flow's table slot << 2 (else 0); take_seq[i]: the
+    flow's sequence number.
     """
     _TO = timeouts
     mask = np.int64(len(index) - 1)
@@ -501,6 +526,7 @@ def meter_packets(pk, start, table, used, index, free, st, server_ports, timeout
             f["flags_b"] = 0
             f["l7_a"] = 0
             f["l7_b"] = 0
+            f["follow"] = 0
             f["seq"] = st[0]
             st[0] += 1
             client, strength = _client_by_ports(pa, pb, server_ports)
@@ -526,19 +552,23 @@ def meter_packets(pk, start, table, used, index, free, st, server_ports, timeout
             f["client"] = side if not (fl & 0x10) else 1 - side
             f["strength"] = S_SYN
         if p["pay_len"] > 0:
-            if side == 0 and f["l7_a"] < l7_packets:
-                f["l7_a"] += 1
+            if proto == 6 and not f["follow"] and _mqtt_connect(buf, p["pay_off"], p["pay_len"]):
+                f["follow"] = 1  # an MQTT session: every message of it goes to the L7 stage
+            if side == 0 and (f["l7_a"] < l7_packets or f["follow"]):
+                if f["l7_a"] < 255:
+                    f["l7_a"] += 1
                 take[i] = 1
-            elif side == 1 and f["l7_b"] < l7_packets:
-                f["l7_b"] += 1
+            elif side == 1 and (f["l7_b"] < l7_packets or f["follow"]):
+                if f["l7_b"] < 255:
+                    f["l7_b"] += 1
                 take[i] = 2
         if f["expires_ns"] != -1:  # softflowd leaves a flow due at the next check as it is
             at, why = _expiry(f, _TO)
             f["expires_ns"] = at
             f["reason"] = why
-        take_seq = f["seq"]
         if take[i]:
-            take[i] |= np.int64(take_seq) << 2
+            take[i] |= np.int64(slot) << 2
+            take_seq[i] = f["seq"]
         i += 1
     return i, n_out
 
@@ -600,18 +630,24 @@ class FlowMeter:
         self.tunnel_counts += np.bincount(pk["tunnel"], minlength=len(TUNNELS))[: len(TUNNELS)]
         return pk
 
-    def meter(self, pk: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        """Meter parsed packets: (arrays of the flows that expired, per-packet L7 marks: 0, or 1 + side | seq << 2)."""
+    def meter(self, pk: np.ndarray, buf: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """Meter parsed packets: (arrays of the flows that expired, per-packet L7 marks, their flows' sequences)."""
         take = np.zeros(len(pk), np.int64)
+        take_seq = np.zeros(len(pk), np.int64)
         done = []
         i = 0
         while i < len(pk):
             i, n = meter_packets(pk, i, self.table, self.used, self.index, self.free, self.st, self.server_ports,
-                                 self.timeouts, self.params.l7_packets, self.out, take)
+                                 self.timeouts, self.params.l7_packets, self.out, take, take_seq, buf)
             if n:
                 done.append(self.out[:n].copy())
         self.packets += len(pk)
-        return done, take
+        return done, take, take_seq
+
+    def follow(self, slot: int, seq: int) -> None:
+        """Hand over every payload packet of the flow (slot, seq) from now on (no-op if the flow already left)."""
+        if self.used[slot] and int(self.table[slot]["seq"]) == seq:
+            self.table[slot]["follow"] = 1
 
     def flush(self) -> np.ndarray:
         """Every flow still in the table (the input ended)."""
@@ -657,7 +693,8 @@ def meter_file(path: str, params: MeterParams = MeterParams(), server_ports=()) 
     meter = FlowMeter(params, server_ports)
     parts = []
     for block in frame_blocks(path):
-        done, _ = meter.meter(meter.parse(block.buf, block.offs, block.caplens, block.linktypes, block.ts_ns))
+        done, _, _ = meter.meter(meter.parse(block.buf, block.offs, block.caplens, block.linktypes, block.ts_ns),
+                                 block.buf)
         parts += done
     parts.append(meter.flush())
     return np.concatenate(parts), meter

@@ -226,6 +226,6 @@ def test_table_equals_twin_on_generated_packets(spec):
         pk[i]["tcp_flags"], pk[i]["bytes"], pk[i]["ts_ns"] = rec["tcp_flags"], size, t
         ref.packet(t, rec)
     meter = FlowMeter(params)
-    done, _ = meter.meter(pk)
+    done, _, _ = meter.meter(pk, np.zeros(1, np.uint8))
     flows = np.concatenate(done + [meter.flush()])
     assert _as_tuples_kernel(flows) == _as_tuples_ref(ref.flush())
