@@ -574,6 +574,18 @@ def meter_packets(pk, start, table, used, index, free, st, server_ports, timeout
 
 
 @numba.njit(cache=True)
+def expire_table(table, used, index, free, st, out, now):
+    """Emit the flows due at now (a clock tick when no packet came to check); returns how many went to out."""
+    mask = np.int64(len(index) - 1)
+    before = st[1]
+    n_out = _sweep(table, used, free, st, out, 0, now, False, 0)
+    st[3] -= st[1] - before
+    if st[1] != before:
+        _rebuild(index, mask, table, used)
+    return n_out
+
+
+@numba.njit(cache=True)
 def flush_table(table, used, free, st, out, reason):
     """Emit every flow left in the table (end of input); out must hold st[3] more flows."""
     before = st[1]
@@ -648,6 +660,13 @@ class FlowMeter:
         """Hand over every payload packet of the flow (slot, seq) from now on (no-op if the flow already left)."""
         if self.used[slot] and int(self.table[slot]["seq"]) == seq:
             self.table[slot]["follow"] = 1
+
+    def expire(self, now_ns: int) -> np.ndarray:
+        """The flows whose expiry is due at now_ns (live capture: time passes without packets)."""
+        if self.timeouts[7] <= 0:
+            return self.out[:0].copy()
+        n = expire_table(self.table, self.used, self.index, self.free, self.st, self.out, np.int64(now_ns))
+        return self.out[:n].copy()
 
     def flush(self) -> np.ndarray:
         """Every flow still in the table (the input ended)."""

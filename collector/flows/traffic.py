@@ -69,6 +69,10 @@ class TrafficMeter:
         self._count()
         return n + sum(self._emit(flows, builder) for flows in done)
 
+    def expire(self, now_ns: int, builder: FlowBatchBuilder) -> int:
+        """Rows for the flows due at now_ns (a clock tick of a live capture)."""
+        return self._emit(self.meter.expire(now_ns), builder)
+
     def finish(self, builder: FlowBatchBuilder) -> int:
         """The input ended: every flow still in the table becomes a row."""
         n = self._emit(self.meter.flush(), builder)
