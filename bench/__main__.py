@@ -19,6 +19,7 @@ BENCHES = [
     ("overload.py", []),
     ("syslog.py", []),
     ("hostlogs.py", []),
+    ("meter.py", []),
     ("analytics.py", []),
     ("detection/run.py", []),
     ("fuzz.py", ["--datagrams", "1000000"]),

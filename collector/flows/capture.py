@@ -139,6 +139,20 @@ class PacketRing:
         self.sock.close()
 
 
+def warm_up(meter: TrafficMeter) -> None:
+    """Run the meter's kernels once on a made-up frame (a TCP SYN), so that compiling or loading them from the numba
+    cache happens before the ring opens, not while its first blocks fill."""
+    frame = np.zeros(54, np.uint8)
+    frame[12:14] = (8, 0)
+    frame[14], frame[17], frame[23], frame[47] = 0x45, 40, 6, 0x02
+    block = FrameBlock(frame, np.zeros(1, np.int64), np.array([54], np.int64), np.ones(1, np.int64),
+                       np.ones(1, np.int64))
+    b = FlowBatchBuilder(16)
+    meter.feed(block, b)
+    meter.expire(1, b)
+    meter.finish(b)
+
+
 class LiveCapture:
     """``run --interface``: a PacketRing read on the event loop, metered, rows handed to ``on_rows``."""
 
@@ -155,6 +169,7 @@ class LiveCapture:
 
     def start(self, loop) -> None:
         """Open the ring (PermissionError without CAP_NET_RAW, OSError for an unknown interface) and watch it."""
+        warm_up(TrafficMeter(Counters(), self.meter.meter.params))
         self.ring = PacketRing(self.interface)
         self._loop = loop
         loop.add_reader(self.ring.fileno(), self._drain)
@@ -214,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--ready", help="create this file once the ring is open")
     a = ap.parse_args(argv)
+    warm_up(TrafficMeter(Counters(), MeterParams(expint=0)))
     ring = PacketRing(a.interface)
     counters = Counters()
     meter = TrafficMeter(counters, MeterParams(expint=0))

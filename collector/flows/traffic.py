@@ -42,6 +42,17 @@ L7_BYTES = 4096
 MAX_PENDING_MESSAGES = 65536
 
 
+def _mqtt_header(b0: int) -> bool:
+    """Whether b0 can start an MQTT control packet (type 1-15 with the flags its type allows): a cheap test before
+    the full recognition, which TLS (0x16, 0x17) and text protocols fail here already."""
+    kind, flags = b0 >> 4, b0 & 0x0F
+    if kind == 3 or kind == 15:
+        return kind == 3 or flags == 0
+    if kind in (6, 8, 10):
+        return flags == 2
+    return kind != 0 and flags == 0
+
+
 class TrafficMeter:
     """Frames in, flow rows out (with L7 evidence), passive DNS and per-message events on the side."""
 
@@ -102,30 +113,43 @@ class TrafficMeter:
         buf = block.buf
         limit = self.l7_bytes
         table = self.meter.table
+        t = take[marked]
+        slots = t >> 2
+        seqs = take_seq[marked]
+        # the table's view of each packet's flow, gathered once (a field of a structured array per packet costs µs)
+        live_a = table["seq"][slots] == seqs
+        live = live_a.tolist()
+        follow = ((table["follow"][slots] != 0) & live_a).tolist()
+        from_client = (((t & 3) - 1) == table["client"][slots]).tolist()
+        tcp = (pk["proto"][marked] == 6).tolist()
+        dns = ((pk["proto"][marked] == 17) & (pk["sport"][marked] == 53)).tolist()
         messages: list[tuple[int, int, object]] = []  # (time, slot, Message)
-        for i, t, seq, off, ln, sport, proto, ts in zip(
-                marked.tolist(), take[marked].tolist(), take_seq[marked].tolist(), pk["pay_off"][marked].tolist(),
-                pk["pay_len"][marked].tolist(), pk["sport"][marked].tolist(), pk["proto"][marked].tolist(),
-                pk["ts_ns"][marked].tolist()):
-            side = (t & 3) - 1
-            slot = t >> 2
-            payload = buf[off:off + ln].tobytes()
-            if proto == 17 and sport == 53:
-                self._dns(ts, payload, (int(pk["dst_hi"][i]), int(pk["dst_lo"][i])))
+        followed: set[int] = set()  # flows recognised as MQTT in this block
+        for k, (i, tk, seq, slot, off, ln, ts) in enumerate(zip(
+                marked.tolist(), t.tolist(), seqs.tolist(), slots.tolist(), pk["pay_off"][marked].tolist(),
+                pk["pay_len"][marked].tolist(), pk["ts_ns"][marked].tolist())):
+            side = (tk & 3) - 1
+            if dns[k]:
+                self._dns(ts, buf[off:off + ln].tobytes(), (int(pk["dst_hi"][i]), int(pk["dst_lo"][i])))
                 continue
             bufs = self.buffers.get(seq)
             if bufs is None:
                 bufs = self.buffers[seq] = [bytearray(), bytearray()]
-            first = not bufs[side]
-            room = limit - len(bufs[side])
-            if room > 0:
-                bufs[side] += payload[:room]
-            live = int(table["seq"][slot]) == seq
-            if proto != 6 or not live:
+            held = len(bufs[side])
+            on = follow[k] or seq in followed
+            if held >= limit and not on:
                 continue
-            if not table["follow"][slot] and first and appproto.inspect(payload)[0] == APP_PROTOCOL_ID["mqtt"]:
+            payload = buf[off:off + ln].tobytes()
+            if held < limit:
+                bufs[side] += payload[:limit - held]
+            if not tcp[k] or not live[k]:
+                continue
+            if not on and not held and _mqtt_header(payload[0]) and \
+                    appproto.inspect(payload)[0] == APP_PROTOCOL_ID["mqtt"]:
                 self.meter.follow(slot, seq)  # an MQTT session picked up without its CONNECT
-            if table["follow"][slot]:
+                followed.add(seq)
+                on = True
+            if on:
                 stream = self.streams.get((seq, side))
                 if stream is None:
                     stream = self.streams[(seq, side)] = MqttStream()
@@ -133,7 +157,7 @@ class TrafficMeter:
                     if other is not None:
                         stream.level = other.level
                 found: list = []
-                stream.feed(payload, ts, found, side == int(table["client"][slot]))
+                stream.feed(payload, ts, found, from_client[k])
                 messages += [(mt, slot, m) for mt, m in found]
         return self._message_rows(messages, builder) if messages else 0
 

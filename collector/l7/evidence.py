@@ -25,7 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from collector.l7 import appproto
-from collector.l7.appproto import AMQP, MQTT, MQTT_WS, NATS, STOMP, XMPP
+from collector.l7.appproto import AMQP, MQTT, MQTT_WS, NATS, STOMP, XMPP, _varint
 
 #: Longest string kept (topics, names, paths): anything longer is cut.
 MAX_TEXT = 1024
@@ -85,19 +85,6 @@ def entropy(data: bytes) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------- MQTT
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int] | None:
-    """(value, position after) of an MQTT variable byte integer, or None when cut or over 4 bytes."""
-    value = 0
-    for k in range(4):
-        if pos + k >= len(buf):
-            return None
-        c = buf[pos + k]
-        value |= (c & 0x7F) << (7 * k)
-        if not c & 0x80:
-            return value, pos + k + 1
-    return None
 
 
 def _str16(buf: bytes, pos: int, limit: int) -> tuple[bytes, int] | None:

@@ -4,7 +4,6 @@ for the test, are metered from the other end's TPACKET_V3 ring into the same flo
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from bench.meter import veth_namespace
 from collector.flows.meter import MeterParams, client_view, meter_file
 from tests.conftest import FIXTURES, REPO
 
@@ -21,20 +21,11 @@ TRAFFIC = FIXTURES / "traffic" / "beacon_world.pcap"
 @pytest.fixture
 def netns():
     """A network namespace holding a veth pair v0 <-> v1 (needs root: CAP_SYS_ADMIN and CAP_NET_RAW)."""
-    name = f"bwtest{os.getpid()}"
-    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot make a network namespace here: {made.stderr.strip()}")
     try:
-        # no IPv6 on the pair: its neighbour discovery would add frames of its own
-        subprocess.run(["ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-                        "net.ipv6.conf.default.disable_ipv6=1"], check=True)
-        for cmd in (["link", "add", "v0", "type", "veth", "peer", "name", "v1"], ["link", "set", "v0", "up"],
-                    ["link", "set", "v1", "up"]):
-            subprocess.run(["ip", "-n", name, *cmd], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name])
+        with veth_namespace("bwtest") as name:
+            yield name
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
 
 
 SEND = """
