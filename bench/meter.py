@@ -5,6 +5,7 @@
 1. Writes an IMIX capture (Ethernet/IPv4/TCP; frames of 64, 576 and 1500 bytes in the ratio 7:4:1, each flow
    opened by a SYN) of --packets frames over --flows flows, then times on that one file, in this run:
    - brokerwatch's meter alone (``meter_file``: frame parsing and the flow table, numba);
+   - the meter with its L7 stage and rows (``TrafficMeter``, in this process);
    - ``brokerwatch decode --count`` (reading, meter, L7 stage, rows), as a user runs it;
    - softflowd 1.x reading the file (``-r``, IPFIX to a UDP socket nobody reads; the same flow table work);
    - tshark's conversation table (``-q -z conv,tcp``), the nearest thing tshark has to a flow meter.
@@ -125,8 +126,19 @@ def file_bench(packets: int, flows: int, work: Path) -> None:
     t = time.perf_counter()
     out, meter = meter_file(str(path), MeterParams(max_flows=262144))
     rows.append(("brokerwatch meter (parse + flow table)", time.perf_counter() - t, len(out)))
+    from analytics.schema import FlowBatchBuilder
+    from collector.flows.traffic import TrafficMeter
+    from collector.pcap import frame_blocks
+
+    t = time.perf_counter()
+    tm, builder = TrafficMeter(), FlowBatchBuilder(1 << 16)
+    for block in frame_blocks(str(path)):
+        tm.feed(block, builder)
+        builder.reset()
+    tm.finish(builder)
+    rows.append(("brokerwatch meter + L7 stage + rows, in process", time.perf_counter() - t, None))
     t = timed([sys.executable, "-m", "collector.cli", "decode", "--count", str(path)], cwd=REPO)
-    rows.append(("brokerwatch decode --count (incl. L7, rows)", t, None))
+    rows.append(("brokerwatch decode --count (a new process)", t, None))
     sfd = shutil.which("softflowd") or "/usr/sbin/softflowd"
     if os.path.exists(sfd):
         sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
