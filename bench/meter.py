@@ -103,12 +103,14 @@ def write_pcap(path: Path, buf: np.ndarray, lens: np.ndarray, pps: float = 100_0
 
 
 def timed(cmd: list[str], **kw) -> float:
+    """Wall-clock seconds of a command run to its end."""
     t = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
     return time.perf_counter() - t
 
 
 def file_bench(packets: int, flows: int, work: Path) -> None:
+    """Packets/s of the meter, decode, softflowd and tshark on one IMIX capture; printed."""
     from collector.flows.meter import MeterParams, meter_file
 
     path = work / "imix.pcap"
@@ -200,6 +202,7 @@ def veth_namespace(prefix: str = "bwmeter"):
 
 
 def live_bench(seconds: float, work: Path) -> None:
+    """IMIX frames sent on a veth pair in a namespace for `seconds`, metered live from the other end; loss printed."""
     try:
         ns = veth_namespace("bwbench")
         name = ns.__enter__()
@@ -227,6 +230,7 @@ def live_bench(seconds: float, work: Path) -> None:
 
 
 def main() -> int:
+    """Command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--packets", type=int, default=2_000_000)
     ap.add_argument("--flows", type=int, default=50_000)

@@ -32,7 +32,7 @@ from analytics.schema import (APP_PROTOCOL_ID, FLAG_MESSAGE, FLAG_NO_INTERFACES,
 from collector.flows.meter import EXPIRY_REASONS, PARSE_REASONS, S_L7, TUNNELS, FlowMeter, MeterParams, flows_to_rows
 from collector.l7 import appproto
 from collector.l7.evidence import Evidence, MqttStream, PassiveDns, dns_answers, flow_evidence
-from collector.metrics import Counters
+from collector.metrics import Counters, RateLimitedLog
 from collector.pcap import FrameBlock
 
 DATASET = "pcap"
@@ -66,6 +66,7 @@ class TrafficMeter:
         self.dns_events: list[tuple[int, str, tuple[int, int], tuple[int, int]]] = []  # ts, name, addr, client
         self.streams: dict[tuple[int, int], MqttStream] = {}  # (flow sequence, side) -> MQTT walker
         self._dataset = dataset_id(DATASET)
+        self._log = RateLimitedLog()
         self._counted = np.zeros(len(PARSE_REASONS), np.int64)
         self._tunnels = np.zeros(len(TUNNELS), np.int64)
 
@@ -224,6 +225,7 @@ class TrafficMeter:
                 ev = flow_evidence(bytes(bufs[c]), bytes(bufs[1 - c]))
             except (IndexError, ValueError, UnicodeError) as exc:  # never raise into the service: count it
                 self.counters.inc("brokerwatch_meter_l7_errors_total", (type(exc).__name__,))
+                self._log.warning("l7", "flow meter: L7 evidence of a flow not read: %r", exc)
                 continue
             if ev.client_side == 1 and flows["strength"][i] < S_L7 + 1:  # a client message beats ports, not a SYN
                 flows["client"][i] = 1 - c
