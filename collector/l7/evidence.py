@@ -606,3 +606,33 @@ class MqttStream:
             at = vi[1] + vi[0]
         payload = bytes(buf[at:min(limit, at + 512)])
         return Message(_text(bytes(topic)), end - pos, max(0, end - at), entropy(payload), from_client, pos)
+
+
+def sampled_evidence(payload: bytes) -> dict:
+    """ECS fields beyond protocol and topic from ONE sampled TCP payload (an sFlow header): the TLS ClientHello's
+    SNI/ALPN, an HTTP request's method/Host/path, an MQTT CONNECT's client id. Empty for anything else; cheap
+    first-byte tests keep other payloads from being parsed at all."""
+    if len(payload) < 6:
+        return {}
+    ev = Evidence()
+    b0 = payload[0]
+    out: dict = {}
+    if b0 == 0x16 and payload[1] == 3 and tls_client_hello(payload, ev):
+        tls: dict = {}
+        if ev.sni:
+            tls["client"] = {"server_name": ev.sni}
+            out["destination"] = {"domain": ev.sni}
+        if ev.alpn:
+            tls["next_protocol"] = ev.alpn[0]
+            tls.setdefault("client", {})["alpn"] = ev.alpn
+        if tls:
+            out["tls"] = tls
+    elif 0x41 <= b0 <= 0x5A and http_request(payload, ev):
+        out["http"] = {"request": {"method": ev.http_method}}
+        out["url"] = {"path": ev.http_path}
+        if ev.http_host:
+            out["destination"] = {"domain": ev.http_host.split(":")[0]}
+    elif b0 == 0x10 and mqtt_connect(payload, ev):
+        out["mqtt"] = {"client_id": ev.client_id, "keepalive": ev.keepalive, "username_present": ev.username,
+                       "protocol_level": ev.mqtt_level}
+    return out
