@@ -377,7 +377,7 @@ def _insert_index(index, mask, table, slot):
     f = table[slot]
     h = _hash(f["a_hi"], f["a_lo"], f["b_hi"], f["b_lo"],
               (np.uint64(f["a_port"]) << np.uint64(16)) | np.uint64(f["b_port"]), f["proto"])
-    j = np.int64(h & mask)
+    j = np.int64(h & np.uint64(mask))
     while index[j] != 0:
         j = (j + 1) & mask
     index[j] = slot + 1
@@ -485,7 +485,7 @@ def meter_packets(pk, start, table, used, index, free, st, server_ports, timeout
             a_hi, a_lo, b_hi, b_lo, pa, pb, side = s_hi, s_lo, d_hi, d_lo, sp, dp, 0
         proto = p["proto"]
         h = _hash(a_hi, a_lo, b_hi, b_lo, (np.uint64(pa) << np.uint64(16)) | np.uint64(pb), proto)
-        j = np.int64(h & mask)
+        j = np.int64(h & np.uint64(mask))
         slot = -1
         while index[j] != 0:
             c = index[j] - 1
