@@ -80,6 +80,10 @@ EXPIRY_REASONS = ("", "tcp_rst", "tcp_fin", "tcp_idle", "udp_idle", "icmp_idle",
 R_RST, R_FIN, R_TCP, R_UDP, R_ICMP, R_GENERAL, R_MAXLIFE, R_OVERBYTES, R_FULL, R_END = range(1, 11)
 
 NS = 1_000_000_000
+#: Bits of the kernel's per-packet L7 marks (see meter_packets).
+TAKE_FOLLOWED = 4
+TAKE_FROM_CLIENT = 8
+TAKE_SLOT_SHIFT = 4
 
 
 @dataclass(frozen=True)
@@ -447,8 +451,10 @@ def meter_packets(pk, start, table, used, index, free, st, server_ports, timeout
 
     Stops early (before a packet or a sweep) when out could overflow; the caller empties out and calls again.
     st: int64 state [next sequence, free count, next check time ns, live flows]. take[i]: when packet i's payload
-    goes to the L7 stage, 1 + the side (0/1) that sent it, | its flow's table slot << 2 (else 0); take_seq[i]: the
-    flow's sequence number.
+    goes to the L7 stage: 1 + the side (0/1) that sent it | TAKE_FOLLOWED if the flow is followed then |
+    TAKE_FROM_CLIENT if its sender is the client then | the flow's table slot << TAKE_SLOT_SHIFT (else 0), so that the
+    L7 stage needs no table state (the flow may have left the table within the same block); take_seq[i]: the flow's
+    sequence number.
     """
     _TO = timeouts
     mask = np.int64(len(index) - 1)
@@ -567,7 +573,11 @@ def meter_packets(pk, start, table, used, index, free, st, server_ports, timeout
             f["expires_ns"] = at
             f["reason"] = why
         if take[i]:
-            take[i] |= np.int64(slot) << 2
+            if f["follow"]:
+                take[i] |= TAKE_FOLLOWED
+            if side == f["client"]:
+                take[i] |= TAKE_FROM_CLIENT
+            take[i] |= np.int64(slot) << TAKE_SLOT_SHIFT
             take_seq[i] = f["seq"]
         i += 1
     return i, n_out

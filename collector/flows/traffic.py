@@ -29,7 +29,8 @@ import numpy as np
 
 from analytics.schema import (APP_PROTOCOL_ID, FLAG_MESSAGE, FLAG_NO_INTERFACES, FLAG_NO_PORTS, FlowBatchBuilder,
                               dataset_id, words_to_ip)
-from collector.flows.meter import EXPIRY_REASONS, PARSE_REASONS, S_L7, TUNNELS, FlowMeter, MeterParams, flows_to_rows
+from collector.flows.meter import (EXPIRY_REASONS, PARSE_REASONS, S_L7, TAKE_FOLLOWED, TAKE_FROM_CLIENT,
+                                   TAKE_SLOT_SHIFT, TUNNELS, FlowMeter, MeterParams, flows_to_rows)
 from collector.l7 import appproto
 from collector.l7.evidence import Evidence, MqttStream, PassiveDns, dns_answers, flow_evidence
 from collector.metrics import Counters, RateLimitedLog
@@ -115,16 +116,15 @@ class TrafficMeter:
         limit = self.l7_bytes
         table = self.meter.table
         t = take[marked]
-        slots = t >> 2
+        slots = t >> TAKE_SLOT_SHIFT
         seqs = take_seq[marked]
-        # the table's view of each packet's flow, gathered once (a field of a structured array per packet costs µs)
-        live_a = table["seq"][slots] == seqs
-        live = live_a.tolist()
-        follow = ((table["follow"][slots] != 0) & live_a).tolist()
-        from_client = (((t & 3) - 1) == table["client"][slots]).tolist()
+        # what the kernel knew of each packet's flow when it marked it (the flow may have left the table since)
+        live = (table["seq"][slots] == seqs).tolist()
+        follow = ((t & TAKE_FOLLOWED) != 0).tolist()
+        from_client = ((t & TAKE_FROM_CLIENT) != 0).tolist()
         tcp = (pk["proto"][marked] == 6).tolist()
         dns = ((pk["proto"][marked] == 17) & (pk["sport"][marked] == 53)).tolist()
-        messages: list[tuple[int, int, object]] = []  # (time, slot, Message)
+        messages: list[tuple[int, int, bool, object]] = []  # (time, packet, from the client, Message)
         followed: set[int] = set()  # flows recognised as MQTT in this block
         for k, (i, tk, seq, slot, off, ln, ts) in enumerate(zip(
                 marked.tolist(), t.tolist(), seqs.tolist(), slots.tolist(), pk["pay_off"][marked].tolist(),
@@ -143,9 +143,9 @@ class TrafficMeter:
             payload = buf[off:off + ln].tobytes()
             if held < limit:
                 bufs[side] += payload[:limit - held]
-            if not tcp[k] or not live[k]:
+            if not tcp[k]:
                 continue
-            if not on and not held and _mqtt_header(payload[0]) and \
+            if not on and not held and live[k] and _mqtt_header(payload[0]) and \
                     appproto.inspect(payload)[0] == APP_PROTOCOL_ID["mqtt"]:
                 self.meter.follow(slot, seq)  # an MQTT session picked up without its CONNECT
                 followed.add(seq)
@@ -159,20 +159,21 @@ class TrafficMeter:
                         stream.level = other.level
                 found: list = []
                 stream.feed(payload, ts, found, from_client[k])
-                messages += [(mt, slot, m) for mt, m in found]
-        return self._message_rows(messages, builder) if messages else 0
+                messages += [(mt, i, from_client[k], m) for mt, m in found]
+        return self._message_rows(messages, pk, builder) if messages else 0
 
-    def _message_rows(self, messages: list, builder: FlowBatchBuilder) -> int:
+    def _message_rows(self, messages: list, pk: np.ndarray, builder: FlowBatchBuilder) -> int:
         """Each PUBLISH as a row of its own (FLAG_MESSAGE), client → server like its session's flow record."""
-        table = self.meter.table
         rows = builder.reserve(len(messages))
-        for r, (ts, slot, m) in zip(rows, messages):
-            f = table[slot]
-            b = int(f["client"]) == 1
+        for r, (ts, i, from_client, m) in zip(rows, messages):
+            p = pk[i]
             r["start_ns"] = r["end_ns"] = ts
-            r["src_hi"], r["src_lo"] = (f["b_hi"], f["b_lo"]) if b else (f["a_hi"], f["a_lo"])
-            r["dst_hi"], r["dst_lo"] = (f["a_hi"], f["a_lo"]) if b else (f["b_hi"], f["b_lo"])
-            r["src_port"], r["dst_port"] = (f["b_port"], f["a_port"]) if b else (f["a_port"], f["b_port"])
+            if from_client:
+                r["src_hi"], r["src_lo"], r["dst_hi"], r["dst_lo"] = p["src_hi"], p["src_lo"], p["dst_hi"], p["dst_lo"]
+                r["src_port"], r["dst_port"] = p["sport"], p["dport"]
+            else:
+                r["src_hi"], r["src_lo"], r["dst_hi"], r["dst_lo"] = p["dst_hi"], p["dst_lo"], p["src_hi"], p["src_lo"]
+                r["src_port"], r["dst_port"] = p["dport"], p["sport"]
             r["bytes"] = m.length
             r["packets"] = 1
             r["sampling_rate"] = 1

@@ -220,3 +220,18 @@ def test_sflow_sampled_headers_give_mqtt_client_ids_as_tshark_does():
                   if "mqtt" in e)
     assert len(theirs) > 50
     assert ours == theirs
+
+
+def test_every_publish_of_the_beacon_world_is_an_event():
+    """Short beacon connections (which leave the table within the block that holds them) and the long telemetry
+    session alike: one FLAG_MESSAGE row per PUBLISH frame tshark sees, at its time."""
+    from tests.conftest import FIXTURES
+
+    path = FIXTURES / "traffic" / "beacon_world.pcap"
+    out = subprocess.run([require_tool("tshark"), "-r", str(path), "-Y", "mqtt.msgtype == 3", "-T", "fields",
+                          "-e", "frame.time_epoch"], capture_output=True, text=True, check=True).stdout
+    theirs = sorted(round(float(t) * 1e6) for t in out.split())
+    _, batches = ours(path)
+    mine = sorted(int(b.start_ns[i]) // 1000 for b in batches for i in range(len(b)) if b.flags[i] & FLAG_MESSAGE)
+    assert len(theirs) > 200
+    assert mine == theirs
