@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analytics.schema import (APP_PROTOCOL_ID, FLAG_MESSAGE, FLAG_NO_INTERFACES, FLAG_NO_PORTS, FlowBatchBuilder,
-                              dataset_id, words_to_ip)
+from analytics.schema import (APP_PROTOCOL_ID, FLAG_MESSAGE, FLAG_NO_INTERFACES, FLAG_NO_PORTS, FLAG_ORIENTED,
+                              FLAG_REVERSE, FlowBatchBuilder, dataset_id, words_to_ip)
 from collector.flows.meter import (EXPIRY_REASONS, PARSE_REASONS, S_L7, TAKE_FOLLOWED, TAKE_FROM_CLIENT,
                                    TAKE_SLOT_SHIFT, TUNNELS, FlowMeter, MeterParams, flows_to_rows)
 from collector.l7 import appproto
@@ -237,8 +237,10 @@ class TrafficMeter:
         rows = builder.reserve(n)
         col = flows_to_rows(flows, rows, self._dataset)
         no_ports = (flows["proto"] != 6) & (flows["proto"] != 17)
-        rows["flags"] = FLAG_NO_INTERFACES | np.where(no_ports & (flows["proto"] != 1) & (flows["proto"] != 58),
-                                                      FLAG_NO_PORTS, 0).astype(np.uint8)
+        # both directions in the row (rev_*), oriented by the meter itself when a SYN or a client message said so
+        rows["flags"] = (FLAG_NO_INTERFACES | FLAG_REVERSE
+                         | np.where(no_ports & (flows["proto"] != 1) & (flows["proto"] != 58), FLAG_NO_PORTS, 0)
+                         | np.where(flows["strength"] >= S_L7, FLAG_ORIENTED, 0)).astype(np.uint8)
         for i, ev in evidence.items():
             r = rows[i]
             r["app_proto"] = ev.app_proto
