@@ -35,6 +35,7 @@ def flow_records(batch: FlowBatch, names=None) -> Iterator[dict]:
             "source": {"ip": words_to_ip(c["src_hi"][i], c["src_lo"][i])},
             "destination": {"ip": words_to_ip(c["dst_hi"][i], c["dst_lo"][i])},
             "network": {"iana_number": c["proto"][i]},
+            "observer": {"ip": exporter},
         }
         if names is not None:
             oname = names.name(exporter)
