@@ -42,7 +42,8 @@ test-nojit: $(STAMP) debs
 	NUMBA_DISABLE_JIT=1 $(PY) -m pytest -q tests/analytics tests/collector/flows/test_netflow_v5.py \
 	  tests/collector/flows/test_netflow_v9.py tests/collector/flows/test_ipfix.py \
 	  tests/collector/syslog/test_block.py tests/collector/syslog/test_tokens.py \
-	  tests/collector/syslog/test_values.py tests/collector/syslog/test_header_kernel.py
+	  tests/collector/syslog/test_values.py tests/collector/syslog/test_header_kernel.py \
+	  tests/collector/flows/test_meter.py
 
 bench: $(STAMP) debs
 	$(PY) -m bench

@@ -69,6 +69,9 @@ FLAG_REVERSE = 16
 #: Row flag: the record itself says which side is the client (a biflow's initiator, a firewall session log, the
 #: meter's SYN): the port-based fold (``collector/flows/direction.py``) leaves it as it is.
 FLAG_ORIENTED = 32
+#: Row flag: one application message inside a session (an MQTT PUBLISH seen by the flow meter), not a flow record:
+#: start = end = its time, bytes = its size, packets = 1; the session's flow record is a row of its own.
+FLAG_MESSAGE = 64
 
 @numba.njit(cache=True)
 def _split_rows(rows, start_ns, end_ns, src_hi, src_lo, dst_hi, dst_lo, exporter_hi, exporter_lo, bytes, packets, rev_bytes, rev_packets, sampling_rate, in_if, out_if, topic_id, src_port, dst_port, proto, tcp_flags, app_proto, action, dataset, flags):  # pragma: no cover - compiled
@@ -167,6 +170,9 @@ class FlowBatch:
 
     columns: dict[str, np.ndarray]
     strings: list[str] = field(default_factory=lambda: [""])
+    #: Row index -> ECS fields beyond the columns (L7 evidence of the flow meter: TLS server name, HTTP path, MQTT
+    #: client id, ...), for the JSON edge of this process only: selections, concatenation and transports drop it.
+    extra: dict[int, dict] | None = None
 
     def __len__(self) -> int:
         return len(self.columns["start_ns"])
@@ -234,6 +240,7 @@ class FlowBatchBuilder:
         self._n = 0
         self._strings: list[str] = [""]
         self._string_ids: dict[str, int] = {"": 0}
+        self._extra: dict[int, dict] = {}
 
     def __len__(self) -> int:
         return self._n
@@ -281,6 +288,10 @@ class FlowBatchBuilder:
             self._string_ids[text] = i
         return i
 
+    def annotate(self, row: int, fields: dict) -> None:
+        """Attach ECS fields beyond the columns to an appended row (see FlowBatch.extra)."""
+        self._extra[row] = fields
+
     def rows(self) -> np.ndarray:
         """The appended rows as a view of the buffer (valid until the next append or reset)."""
         return self._buf[: self._n]
@@ -292,10 +303,14 @@ class FlowBatchBuilder:
 
     def build(self) -> FlowBatch:
         """The appended rows as a FlowBatch (copied: the builder can be reset and reused)."""
-        return FlowBatch.from_rows(self._buf[: self._n], self._strings)
+        batch = FlowBatch.from_rows(self._buf[: self._n], self._strings)
+        if self._extra:
+            batch.extra = {i: f for i, f in self._extra.items() if i < self._n}
+        return batch
 
     def reset(self) -> None:
         """Forget all rows and strings, keeping the buffer."""
         self._n = 0
         self._strings = [""]
         self._string_ids = {"": 0}
+        self._extra = {}

@@ -20,6 +20,7 @@ BENCHES = [
     ("syslog.py", []),
     ("hostlogs.py", []),
     ("hostlogs_unix.py", ["--events", "30000"]),
+    ("meter.py", []),
     ("analytics.py", []),
     ("detection/run.py", []),
     ("fuzz.py", ["--datagrams", "1000000"]),

@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--syslog-tls-client-ca", metavar="FILE",
                      help="mutual TLS on the syslog TLS port: clients must present a certificate this CA (PEM) "
                           "signed; others are refused and counted")
+    run.add_argument("--interface", metavar="IF",
+                     help="also capture raw traffic on interface IF (AF_PACKET TPACKET_V3 ring, needs CAP_NET_RAW: "
+                          "root or setcap cap_net_raw+ep) and build it into flows with the built-in flow meter "
+                          "(softflowd's timeouts, L7 evidence, each MQTT PUBLISH an event; event.dataset pcap)")
     run.add_argument("--cadence", type=float, metavar="SECONDS",
                      help="seconds between analysis passes (default: from TimeWindow.cadence)")
     run.add_argument("--metrics", metavar="HOST:PORT",

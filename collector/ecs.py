@@ -14,6 +14,7 @@ from analytics.schema import (
     FLAG_NO_PACKETS,
     FLAG_NO_PORTS,
     FLAG_REVERSE,
+    FLAG_MESSAGE,
     FlowBatch,
     dataset_name,
     words_to_ip,
@@ -24,6 +25,7 @@ def flow_records(batch: FlowBatch, names=None) -> Iterator[dict]:
     """One ECS dict per row of the batch, in row order; ``names`` (collector.enrich.observers.ObserverNames)
     adds ``observer.name`` and the interfaces' ``name``/``alias`` where the config or the exporter's agent has them."""
     c = {name: col.tolist() for name, col in batch.columns.items()}
+    extra = batch.extra
     for i in range(len(batch)):
         flags = c["flags"][i]
         exporter = words_to_ip(c["exporter_hi"][i], c["exporter_lo"][i])
@@ -69,10 +71,25 @@ def flow_records(batch: FlowBatch, names=None) -> Iterator[dict]:
             rec["observer"]["egress"] = {"interface": egress}
         if c["action"][i]:
             rec["event"]["action"] = ACTIONS[c["action"][i]]
+        if rec["event"]["dataset"] == "pcap":  # the flow meter has no exporter
+            rec.pop("observer", None)
+        if flags & FLAG_MESSAGE:  # one message inside a session, not a flow record
+            rec["event"]["kind"] = "event"
+            rec["event"]["action"] = "publish"
         if c["topic_id"][i]:
             rec["mqtt"] = {"topic": batch.strings[c["topic_id"][i]]}
         rec["brokerwatch"] = {"sampling_rate": c["sampling_rate"][i]}
+        if extra and i in extra:
+            _merge(rec, extra[i])
         yield rec
+
+
+def _merge(into: dict, more: dict) -> None:
+    for k, v in more.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
 
 
 def dumps(obj: dict) -> str:

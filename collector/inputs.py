@@ -1,7 +1,9 @@
 """Offline inputs for ``decode`` and ``replay``: captures of exported datagrams, raw payload files, and text logs.
 
-Each input is recognised by content, not by name or port: a pcap/pcapng file's UDP payloads are sniffed one by
-one (NetFlow v5/v9, IPFIX, sFlow, syslog); a file whose first bytes are a flow export header is one raw datagram
+Each input is recognised by content, not by name or port: a pcap/pcapng file whose first frames are mostly exported
+datagrams is a capture of exports, and its UDP payloads are sniffed one by one (NetFlow v5/v9, IPFIX, sFlow, syslog);
+any other capture is raw traffic, built into flows by the flow meter (``collector/flows/traffic.py``, event.dataset
+``pcap``; its DNS answers become endpoint ``dns_query`` events, ``take_endpoint_events``); a file whose first bytes are a flow export header is one raw datagram
 (the ``.dat`` payloads other projects keep as test data); anything else is read as text lines (syslog) by the
 syslog parser when it is present. All inputs share one ``FlowDecoders`` so templates carry across files.
 
@@ -22,7 +24,7 @@ from analytics.schema import FlowBatch, FlowBatchBuilder, bytes_to_words
 from collector.enrich.devices import SamplingOverride
 from collector.flows.decoders import FlowDecoders, sniff
 from collector.metrics import Counters
-from collector.pcap import PcapError, datagrams, is_capture
+from collector.pcap import PcapError, datagrams, frame_blocks, is_capture, is_raw_traffic
 
 
 class InputError(Exception):
@@ -37,6 +39,7 @@ class OfflineSource:
     batch_rows: int = 65536
     progress: Callable[[str, int, int], None] | None = None  # (path, bytes done, bytes total)
     sampling: SamplingOverride | None = None  # per-exporter sampling rates from the config (Exporters)
+    server_ports: tuple[int, ...] = ()  # the flow meter's server ports beside its own list (ProtocolPortList's)
 
     def __post_init__(self) -> None:
         self.decoders = FlowDecoders(self.counters)
@@ -44,6 +47,7 @@ class OfflineSource:
         self._syslog = None
         self.hostlog_rejected: Counter[str] = Counter()
         self._syslog_now = -(2**63)  # the newest record time syslog gave: the data time sessions expire by
+        self._traffic = None
 
     @staticmethod
     def check(paths: list[str]) -> None:
@@ -77,6 +81,8 @@ class OfflineSource:
             yield from self._one(p)
         if self._syslog is not None:  # the input ended: session starts still waiting for their end are records
             self._syslog.close_sessions(self._builder)
+        if self._traffic is not None:  # the inputs ended: the flows still in the meter's table
+            self._traffic.finish(self._builder)
         if len(self._builder):
             yield self._flush()
 
@@ -101,7 +107,41 @@ class OfflineSource:
     #: Datagrams decoded together from a capture (one kernel dispatch for many).
     DATAGRAMS_PER_DECODE = 1024
 
+    def take_endpoint_events(self) -> list[EndpointBatch]:
+        """Endpoint events the raw-traffic inputs produced since the last call (DNS answers seen on the wire)."""
+        if self._traffic is None:
+            return []
+        eb = self._traffic.take_dns_events()
+        return [eb] if eb is not None else []
+
+    def _raw_traffic(self, path: str) -> Iterator[FlowBatch]:
+        from collector.flows.traffic import TrafficMeter
+
+        if self._traffic is None:  # one meter across inputs: a capture split in files meters as one
+            self._traffic = TrafficMeter(self.counters, server_ports=self.server_ports)
+        total = os.path.getsize(path)
+        done = 0
+        for block in frame_blocks(path):
+            self._traffic.feed(block, self._builder)
+            done += int(block.caplens.sum()) + 16 * len(block)
+            if self.progress is not None:
+                self.progress(path, done, total)
+            if len(self._builder) >= self.batch_rows:
+                yield self._flush()
+
     def _capture(self, path: str) -> Iterator[FlowBatch]:
+        try:
+            raw = is_raw_traffic(path)
+        except PcapError as exc:
+            self.counters.inc("brokerwatch_pcap_errors_total", ("broken_capture",))
+            raise InputError(f"{path}: {exc}") from None
+        if raw:
+            try:
+                yield from self._raw_traffic(path)
+            except PcapError as exc:
+                self.counters.inc("brokerwatch_pcap_errors_total", ("broken_capture",))
+                raise InputError(f"{path}: {exc}") from None
+            return
         total = os.path.getsize(path)
         done = 0
         pending: list[bytes] = []

@@ -156,6 +156,14 @@ def _label_names(metric: str) -> tuple[str, ...]:
         return ("exporter",)
     if metric.startswith("brokerwatch_kafka_"):
         return _KAFKA_LABELS.get(metric, ())
+    if metric in ("brokerwatch_meter_packets_skipped_total", "brokerwatch_meter_flows_total"):
+        return ("reason",)  # the flow meter's: why a packet was not metered, why a flow left the table
+    if metric in ("brokerwatch_meter_tunnel_packets_total", "brokerwatch_meter_l7_errors_total"):
+        return ("kind",)
+    if metric == "brokerwatch_capture_drops_total":
+        return ("interface",)
+    if metric == "brokerwatch_capture_errors_total":
+        return ("stage",)
     return ()
 
 

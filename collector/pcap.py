@@ -60,6 +60,33 @@ def is_capture(path: str) -> bool:
     return magic in _PCAP_MAGICS or magic == _PCAPNG_SHB
 
 
+#: Frames looked at to tell a capture of exported datagrams from raw traffic.
+SNIFF_FRAMES = 256
+
+
+def is_raw_traffic(path: str) -> bool:
+    """Whether a capture holds raw traffic rather than exported datagrams (NetFlow/IPFIX/sFlow/syslog over UDP).
+
+    By content: of the first SNIFF_FRAMES IP frames, an export capture has at least half that are UDP datagrams
+    whose payload starts like an export or a syslog message; raw traffic (TCP sessions, DNS, ...) has fewer.
+    """
+    from collector.flows.decoders import sniff
+
+    seen = exports = 0
+    for ts_ns, linktype, frame in frames(path):
+        pkt = ip_packet(linktype, frame)
+        l4 = transport(pkt) if pkt is not None else None
+        if l4 is None:
+            continue
+        seen += 1
+        proto, _src, _dst, body = l4
+        if proto == 17 and len(body) > 8 and sniff(body[8:]) is not None:
+            exports += 1
+        if seen >= SNIFF_FRAMES:
+            break
+    return seen > 0 and 2 * exports < seen
+
+
 def frames(path: str) -> Iterator[tuple[int, int, bytes]]:
     """Yield (timestamp ns, link type, frame) for every packet of a pcap or pcapng file."""
     with open(path, "rb") as f:
@@ -215,3 +242,134 @@ def datagrams(path: str, counters: Counters | None = None, tcp: bool = False) ->
                            body[13], int.from_bytes(body[4:8], "big"))
         elif counters is not None:
             counters.inc("brokerwatch_pcap_frames_skipped_total", ("not_udp",))
+
+
+# ---------------------------------------------------------------------------------------------- blocks of frames
+
+
+@dataclass(slots=True)
+class FrameBlock:
+    """Frames of a capture as arrays: one buffer, and per frame its offset, captured length, link type and time."""
+
+    buf: "np.ndarray"  # uint8
+    offs: "np.ndarray"  # int64
+    caplens: "np.ndarray"  # int64
+    linktypes: "np.ndarray"  # int64
+    ts_ns: "np.ndarray"  # int64
+
+    def __len__(self) -> int:
+        return len(self.offs)
+
+    def frame(self, i: int) -> bytes:
+        """The bytes of frame i."""
+        o = int(self.offs[i])
+        return self.buf[o:o + int(self.caplens[i])].tobytes()
+
+
+#: Bytes of a pcap file read at a time for the block reader.
+CHUNK = 8 << 20
+
+
+def frame_blocks(path: str, max_frames: int = 65536) -> Iterator[FrameBlock]:
+    """The frames of a pcap or pcapng capture in blocks of at most max_frames (pcap: indexed by a numba kernel)."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic in _PCAP_MAGICS:
+        yield from _pcap_blocks(path, magic, max_frames)
+    elif magic == _PCAPNG_SHB:
+        yield from _framed_blocks(_pcapng_frames(open(path, "rb")), max_frames)
+    else:
+        raise PcapError(f"{path}: not a pcap or pcapng file (magic {magic.hex()})")
+
+
+def _framed_blocks(it: Iterator[tuple[int, int, bytes]], max_frames: int) -> Iterator[FrameBlock]:
+    import numpy as np
+
+    def block(parts, lts, tss):
+        lens = np.fromiter((len(p) for p in parts), np.int64, len(parts))
+        offs = np.zeros(len(parts), np.int64)
+        np.cumsum(lens[:-1], out=offs[1:])
+        return FrameBlock(np.frombuffer(b"".join(parts), np.uint8), offs, lens, np.array(lts, np.int64),
+                          np.array(tss, np.int64))
+
+    parts: list[bytes] = []
+    lts: list[int] = []
+    tss: list[int] = []
+    try:
+        for ts, lt, frame in it:
+            parts.append(frame)
+            lts.append(lt)
+            tss.append(ts)
+            if len(parts) >= max_frames:
+                yield block(parts, lts, tss)
+                parts, lts, tss = [], [], []
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+    if parts:
+        yield block(parts, lts, tss)
+
+
+def _pcap_blocks(path: str, magic: bytes, max_frames: int) -> Iterator[FrameBlock]:
+    import numpy as np
+
+    endian, unit = _PCAP_MAGICS[magic]
+    with open(path, "rb") as f:
+        head = f.read(24)
+        if len(head) < 24:
+            raise PcapError("truncated pcap global header")
+        linktype = struct.unpack(endian + "HHiIII", head[4:])[5] & 0x0FFFFFFF
+        carry = b""
+        while True:
+            chunk = f.read(CHUNK)
+            data = carry + chunk if carry else chunk
+            if not data:
+                return
+            buf = np.frombuffer(data, np.uint8)
+            offs = np.empty(len(data) // 16 + 1, np.int64)
+            lens = np.empty_like(offs)
+            ts = np.empty_like(offs)
+            n, used, bad = _index_pcap(buf, endian == ">", unit, MAX_FRAME, offs, lens, ts)
+            if bad:
+                raise PcapError(f"frame of more than {MAX_FRAME} bytes")
+            for s in range(0, n, max_frames):
+                e = min(n, s + max_frames)
+                yield FrameBlock(buf, offs[s:e], lens[s:e], np.full(e - s, linktype, np.int64), ts[s:e])
+            carry = data[used:]
+            if not chunk:
+                return  # a truncated last record ends the capture, as tcpdump does
+
+
+def _index_pcap_py(buf, big, unit, max_frame, offs, lens, ts):
+    """Walk pcap record headers in buf: (records found, bytes consumed, whether a record was oversized)."""
+    pos = 0
+    n = 0
+    size = len(buf)
+    while pos + 16 <= size:
+        if big:
+            sec = (int(buf[pos]) << 24) | (int(buf[pos + 1]) << 16) | (int(buf[pos + 2]) << 8) | int(buf[pos + 3])
+            frac = (int(buf[pos + 4]) << 24) | (int(buf[pos + 5]) << 16) | (int(buf[pos + 6]) << 8) | int(buf[pos + 7])
+            incl = (int(buf[pos + 8]) << 24) | (int(buf[pos + 9]) << 16) | (int(buf[pos + 10]) << 8) | int(buf[pos + 11])
+        else:
+            sec = (int(buf[pos + 3]) << 24) | (int(buf[pos + 2]) << 16) | (int(buf[pos + 1]) << 8) | int(buf[pos])
+            frac = (int(buf[pos + 7]) << 24) | (int(buf[pos + 6]) << 16) | (int(buf[pos + 5]) << 8) | int(buf[pos + 4])
+            incl = (int(buf[pos + 11]) << 24) | (int(buf[pos + 10]) << 16) | (int(buf[pos + 9]) << 8) | int(buf[pos + 8])
+        if incl > max_frame:
+            return n, pos, True
+        if pos + 16 + incl > size:
+            break
+        offs[n] = pos + 16
+        lens[n] = incl
+        ts[n] = sec * 1_000_000_000 + frac * unit
+        n += 1
+        pos += 16 + incl
+    return n, pos, False
+
+
+try:
+    import numba as _numba
+
+    _index_pcap = _numba.njit(cache=True)(_index_pcap_py)
+except ImportError:  # pragma: no cover - numba is a dependency
+    _index_pcap = _index_pcap_py

@@ -31,7 +31,8 @@ def replay(args: argparse.Namespace, progress=None) -> int:
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     source = OfflineSource(progress=progress.file if progress is not None else None,
-                           sampling=SamplingOverride(config.Exporters))
+                           sampling=SamplingOverride(config.Exporters),
+                           server_ports=tuple(config.port_protocols()))
     kafka = _kafka(args, config)
     if getattr(args, "role", "all") == "collector":
         return _publish(args, kafka, source)
@@ -67,6 +68,8 @@ def replay(args: argparse.Namespace, progress=None) -> int:
         for batch in source.batches(flows):
             if enricher is not None:
                 enricher.wait(enricher.seen(batch))
+            for eb in source.take_endpoint_events():  # DNS answers the flow meter saw on the wire
+                endpoint.ingest(eb)
             detector.ingest(batch)
             endpoint.observe_flows(batch)
             if progress is not None:

@@ -116,6 +116,8 @@ class ReceiveService:
                 a.syslog_tls_key, parser=parser, reuse_port=self.reuse_port, hostlogs=router,
                 tls_client_ca=a.syslog_tls_client_ca, admission=self.admission))
         self._closers.append(router)
+        if getattr(a, "interface", None) and self.index == 0:  # one meter sees the whole interface
+            self._closers.append(self._capture(loop))
         if getattr(a, "hostlog_port", None):
             ctx = (tls_context(a.hostlog_tls_cert, a.hostlog_tls_key, getattr(a, "hostlog_tls_client_ca", None))
                    if getattr(a, "hostlog_tls_cert", None) else None)
@@ -134,6 +136,17 @@ class ReceiveService:
               and self._ipfix_tcp is not None and self._ipfix_tcp.server is not None)
         return {"ok": ok, "listeners": {"ok": ok, "udp_sockets": udp_open, "servers": len(self._closers),
                                         "stopping": self.stopping.is_set()}}
+
+    def _capture(self, loop):
+        """The live capture of --interface, metered into the pipeline (PermissionError without CAP_NET_RAW)."""
+        from collector.config import load_config
+        from collector.flows.capture import LiveCapture
+
+        ports = tuple(load_config(self.args.config).port_protocols())
+        cap = LiveCapture(self.args.interface, self.pipeline.on_rows, self.counters, server_ports=ports)
+        cap.start(loop)
+        log.info("worker %d capturing raw traffic on %s (flow meter)", self.index, self.args.interface)
+        return cap
 
     async def serve(self, on_tick=None) -> None:
         """Receive until ``stopping`` is set, then drain and flush everything into the channel."""

@@ -36,6 +36,10 @@ def warm_receive() -> None:
     builder = FlowBatchBuilder(4096)
     parser.feed_lines(lines * 4, (0, 0xFFFF7F000001), 1_767_225_600 * NS, builder)  # enough for the block path
     builder.build()
+    from collector.flows.capture import warm_up
+    from collector.flows.traffic import TrafficMeter
+
+    warm_up(TrafficMeter(Counters()))  # the flow meter's kernels (run --interface)
 
 
 def decode_like_receivers(path: str, pipeline) -> None:

@@ -53,6 +53,7 @@ from analytics.schema import (
 )
 from collector.flows.decoders import DecodeError
 from collector.l7.appproto import inspect as inspect_payload
+from collector.l7.evidence import sampled_evidence
 from collector.metrics import Counters
 
 #: Interfaces whose generic counters are kept; beyond this, new ones are counted as not stored.
@@ -97,7 +98,7 @@ class _Row:
 
     __slots__ = (
         "src", "dst", "sport", "dport", "proto", "flags", "length", "rate", "in_if", "out_if", "no_if",
-        "action", "app", "topic", "no_ports",
+        "action", "app", "topic", "no_ports", "extra",
     )  # fmt: skip
 
 
@@ -343,6 +344,7 @@ class SflowV5Decoder:
     def _emit(self, rows: list[_Row], agent: tuple[int, int], recv_ns: int, builder: FlowBatchBuilder) -> int:
         # one tuple per row in FLOW_DTYPE order, converted by numpy in one call (a datagram holds few samples)
         out = []
+        extras = []
         ahi, alo, ds = agent[0], agent[1], self._dataset
         for r in rows:
             if r.src is None:
@@ -351,10 +353,15 @@ class SflowV5Decoder:
             dhi, dlo = bytes_to_words(r.dst)
             flags = (FLAG_NO_PORTS if r.no_ports else 0) | (FLAG_NO_INTERFACES if r.no_if else 0)
             topic_id = builder.intern(r.topic) if r.topic else 0
+            if getattr(r, "extra", None):
+                extras.append((len(out), r.extra))
             out.append((recv_ns, recv_ns, shi, slo, dhi, dlo, ahi, alo, r.length * r.rate, r.rate, 0, 0, r.rate,
                         r.in_if, r.out_if, topic_id, r.sport, r.dport, r.proto, r.flags, r.app, r.action, ds, flags))
         if out:
+            mark = len(builder)
             builder.reserve(len(out))[:] = np.array(out, dtype=FLOW_DTYPE)
+            for i, extra in extras:
+                builder.annotate(mark + i, extra)
         return len(out)
 
     def interface(self, agent: tuple[int, int], if_index: int) -> dict[str, int] | None:
@@ -514,5 +521,6 @@ def _parse_l4(h: bytes, pos: int, end: int, row: _Row, depth: int = 0) -> None:
             doff = (h[pos + 12] >> 4) * 4
             if doff >= 20 and pos + doff < end:
                 row.app, row.topic = inspect_payload(h[pos + doff : end])
+                row.extra = sampled_evidence(h[pos + doff : end])  # SNI, HTTP path, MQTT client id (decode prints them)
     elif proto in (1, 58) and pos + 2 <= end:  # ICMP / ICMPv6: type and code, the NetFlow way
         row.dport = h[pos] << 8 | h[pos + 1]
