@@ -352,14 +352,9 @@ class _WinlogbeatDoc(msgspec.Struct, gc=False):
 _WINLOGBEAT = msgspec.json.Decoder(_WinlogbeatDoc, strict=False)
 
 
-def decode_winlogbeat_bytes(data: bytes, b) -> int | None:
-    """The fast path of a Winlogbeat line: msgspec reads only the fields used (the rest, the rendered message
-    included, is skipped unparsed). Returns None for anything it does not cover (a record of no Sysmon channel,
-    event data moved to ECS fields, a value of an unexpected type), which the generic path then reads."""
-    try:
-        doc = _WINLOGBEAT.decode(data)
-    except msgspec.DecodeError:
-        return None
+def _pick_winlogbeat(doc: _WinlogbeatDoc):
+    """(event id, event data, host, forwarder time, os id, wazuh) of a Winlogbeat document, or None for a shape the
+    fast path does not cover (a record of no Sysmon channel, event data moved to ECS fields)."""
     w = doc.winlog
     if w is None:
         return None
@@ -370,35 +365,40 @@ def decode_winlogbeat_bytes(data: bytes, b) -> int | None:
     if d.image is None and d.process_guid is None and w.event_id in SYSMON_EVENTS:
         return None
     host = w.computer_name or (doc.host.name if doc.host is not None else None)
-    return emit(b, w.event_id, d, host, doc.timestamp, os_id)
+    return w.event_id, d, host, doc.timestamp, os_id, False
 
 
-def decode_winlogbeat_lines(data: bytes, b, dec) -> list[int] | None:
-    """Many Winlogbeat lines (joined by newlines) in one msgspec call: each event is emitted, counted, skipped or
-    rejected through ``dec.guarded`` as the one-line path does. Returns the indexes of the lines this path does not
-    cover (for the one-line path), or None when the block does not parse as a whole (every line goes one by one)."""
+def _one(decoder, pick, data: bytes, b) -> int | None:
+    """A fast path over one line: msgspec reads only the fields used; None hands the record to the generic path."""
     try:
-        docs = _WINLOGBEAT.decode_lines(data)
+        got = pick(decoder.decode(data))
+    except msgspec.DecodeError:
+        return None
+    if got is None:
+        return None
+    eid, d, host, when, os_id, wazuh = got
+    return emit(b, eid, d, host, when, os_id, wazuh=wazuh)
+
+
+def _lines(decoder, pick, data: bytes, b, dec) -> list[int] | None:
+    """A fast path over many lines (joined by newlines) in one msgspec call: each event is emitted, counted, skipped
+    or rejected as ``dec.guarded`` would. Returns the indexes of the lines it does not cover (for the one-line
+    path), or None when the block does not parse as a whole (every line goes one by one)."""
+    try:
+        docs = decoder.decode_lines(data)
     except msgspec.DecodeError:
         return None
     rest = []
     n = 0
-    channels, events, value_errors = SYSMON_CHANNELS, SYSMON_EVENTS, dec.VALUE_ERRORS
+    value_errors = dec.VALUE_ERRORS
     for i, doc in enumerate(docs):
-        w = doc.winlog
-        if w is None:
+        got = pick(doc)
+        if got is None:
             rest.append(i)
             continue
-        os_id = channels.get(w.channel or w.provider_name)
-        d = w.event_data
-        eid = w.event_id
-        if os_id is None or d is None or eid is None or (d.image is None and d.process_guid is None
-                                                         and eid in events):
-            rest.append(i)
-            continue
-        host = w.computer_name or (doc.host.name if doc.host is not None else None)
+        eid, d, host, when, os_id, wazuh = got
         try:  # dec.guarded, inline: a call less per event
-            n += emit(b, eid, d, host, doc.timestamp, os_id)
+            n += emit(b, eid, d, host, when, os_id, wazuh=wazuh)
         except HostLogSkip as e:
             dec.skip(DATASET, e.what)
         except HostLogError as e:
@@ -409,6 +409,14 @@ def decode_winlogbeat_lines(data: bytes, b, dec) -> list[int] | None:
     return rest
 
 
+def decode_winlogbeat_bytes(data: bytes, b) -> int | None:
+    """The fast path of a Winlogbeat line (the rendered message and everything unused is skipped unparsed)."""
+    return _one(_WINLOGBEAT, _pick_winlogbeat, data, b)
+
+
+def decode_winlogbeat_lines(data: bytes, b, dec) -> list[int] | None:
+    """The block form of decode_winlogbeat_bytes."""
+    return _lines(_WINLOGBEAT, _pick_winlogbeat, data, b, dec)
 
 
 # -- Wazuh ---------------------------------------------------------------------------------------------------------
@@ -477,19 +485,25 @@ class _WazuhDoc(msgspec.Struct, gc=False):
 _WAZUH = msgspec.json.Decoder(_WazuhDoc, strict=False)
 
 
-def decode_wazuh_bytes(data: bytes, b) -> int | None:
-    """The fast path of a Wazuh eventchannel line (Sysmon channels only; the rest goes to the generic path)."""
-    try:
-        win = _WAZUH.decode(data).win
-    except msgspec.DecodeError:
-        return None
+def _pick_wazuh(doc: _WazuhDoc):
+    win = doc.win
     if win is None or win.system is None or win.eventdata is None:
         return None
-    s = win.system
-    os_id = SYSMON_CHANNELS.get(s.channel or s.provider_name)
-    if os_id is None or s.event_id is None:
+    sy = win.system
+    os_id = SYSMON_CHANNELS.get(sy.channel or sy.provider_name)
+    if os_id is None or sy.event_id is None:
         return None
-    return emit(b, s.event_id, win.eventdata, s.computer, s.system_time, os_id, wazuh=True)
+    return sy.event_id, win.eventdata, sy.computer, sy.system_time, os_id, True
+
+
+def decode_wazuh_bytes(data: bytes, b) -> int | None:
+    """The fast path of a Wazuh eventchannel line (Sysmon channels only; the rest goes to the generic path)."""
+    return _one(_WAZUH, _pick_wazuh, data, b)
+
+
+def decode_wazuh_lines(data: bytes, b, dec) -> list[int] | None:
+    """The block form of decode_wazuh_bytes."""
+    return _lines(_WAZUH, _pick_wazuh, data, b, dec)
 
 
 class _FlatEvent(SysmonData):
@@ -505,16 +519,21 @@ class _FlatEvent(SysmonData):
 _FLAT = msgspec.json.Decoder(_FlatEvent, strict=False)
 
 
-def decode_flat_bytes(data: bytes, b) -> int | None:
-    """The fast path of an NXLog / flat JSON line (Sysmon channels with an event time; the rest goes generic)."""
-    try:
-        e = _FLAT.decode(data)
-    except msgspec.DecodeError:
-        return None
+def _pick_flat(e: _FlatEvent):
     os_id = SYSMON_CHANNELS.get(e.channel or e.source_name)
     if os_id is None or e.event_id is None or (e.utc_time is None and e.timestamp is None):
         return None
-    return emit(b, e.event_id, e, e.hostname, e.timestamp, os_id)
+    return e.event_id, e, e.hostname, e.timestamp, os_id, False
+
+
+def decode_flat_bytes(data: bytes, b) -> int | None:
+    """The fast path of an NXLog / flat JSON line (Sysmon channels with an event time; the rest goes generic)."""
+    return _one(_FLAT, _pick_flat, data, b)
+
+
+def decode_flat_lines(data: bytes, b, dec) -> list[int] | None:
+    """The block form of decode_flat_bytes."""
+    return _lines(_FLAT, _pick_flat, data, b, dec)
 
 
 #: Byte-level fast paths (decoder.JSON_FAST_PATHS): (marker every such record holds, dataset, decode_bytes).
@@ -526,7 +545,8 @@ FAST_PATHS = (
 
 
 #: Block forms of the fast paths (decoder.JSON_BATCH_PATHS): decode_bytes -> decode_lines(data, b, dec).
-BATCH_PATHS = {decode_winlogbeat_bytes: decode_winlogbeat_lines}
+BATCH_PATHS = {decode_winlogbeat_bytes: decode_winlogbeat_lines, decode_wazuh_bytes: decode_wazuh_lines,
+               decode_flat_bytes: decode_flat_lines}
 
 #: JSON dialects of this module (decoder.JSON_DIALECTS): name -> (dataset, detect, decode).
 DIALECTS = {

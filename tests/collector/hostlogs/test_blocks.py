@@ -5,12 +5,14 @@ from __future__ import annotations
 import random
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analytics.endpoint import EndpointBatchBuilder
 from collector.hostlogs.decoder import BLOCK_LINES, HostLogDecoder
 from tests.collector.hostlogs.sysmon_events import SCHEMA, sysmon_event
+from tests.collector.hostlogs.sysmon_events import nxlog as _nxlog
 from tests.collector.hostlogs.sysmon_events import wazuh as _wazuh
 from tests.collector.hostlogs.sysmon_events import winlogbeat as _winlogbeat
 
@@ -34,11 +36,6 @@ def _event(eid: int, i: int) -> dict:
     return sysmon_event(eid, T0 + i, **{k: v for k, v in fields.items() if k in SCHEMA[eid]})
 
 
-def _events(n: int, seed: int) -> list[bytes]:
-    rng = random.Random(seed)
-    return [winlogbeat(_event(rng.choice((1, 3, 5, 22)), i)) for i in range(n)]
-
-
 def _rows(lines, by_block: bool):
     dec = HostLogDecoder()
     b = EndpointBatchBuilder()
@@ -53,8 +50,14 @@ def _rows(lines, by_block: bool):
     return rows, dict(dec.records), dict(dec.rejected), dict(dec.skipped)
 
 
-def test_blocks_equal_lines_on_clean_winlogbeat():
-    lines = _events(3 * BLOCK_LINES + 7, 1)
+def nxlog(ev: dict) -> bytes:
+    return orjson.dumps(_nxlog(ev))
+
+
+@pytest.mark.parametrize("render", [winlogbeat, wazuh, nxlog])
+def test_blocks_equal_lines_on_one_forwarder(render):
+    rng = random.Random(1)
+    lines = [render(_event(rng.choice((1, 3, 5, 22)), i)) for i in range(3 * BLOCK_LINES + 7)]
     block, line = _rows(lines, True), _rows(lines, False)
     assert block == line and block[1]["sysmon"] >= len(lines) and not block[2]
 
