@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the collector service",
         description="Listen for NetFlow v5/v9 and IPFIX (UDP 2055 and 4739, IPFIX also TCP 4739), sFlow (UDP 6343) "
-        "and syslog (UDP and TCP 5514 by default), score (source, broker) pairs every analysis cadence and print alerts as JSON lines on stdout "
+        "and syslog (UDP and TCP 5514 by default), and host logs (TCP 5515: Sysmon, auditd, macOS, osquery); score "
+        "(source, broker) pairs (AN0005) and (host, process, broker) triples (AN0002-AN0004) every analysis cadence, "
+        "attribute network alerts to the process that made the traffic, and print alerts as JSON lines on stdout "
         "and to the alerts file. Receiving and analysing run in separate processes joined by a bounded channel; "
         "every kernel is compiled (or loaded from NUMBA_CACHE_DIR) before a socket is bound, and 'ready' is printed "
         "on stderr once every worker listens. Ctrl-C or SIGTERM flushes and exits 0.",
