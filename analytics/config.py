@@ -91,6 +91,12 @@ class BrokerReputationList:
     refresh_s: float = 3600.0
 
 
+#: The site's own ranges when InternalNetworks is not set (RITA's InternalSubnets, Zeek's Site::local_nets):
+#: RFC 1918, RFC 6598 shared address space, loopback, link-local, ULA.
+DEFAULT_INTERNAL_NETWORKS: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                                              "127.0.0.0/8", "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10")
+
+
 @dataclass(frozen=True)
 class AddressSet:
     """CIDRs as (network, mask) word arrays for vectorised membership tests, plus exact host:port entries."""
@@ -138,6 +144,11 @@ class AddressSet:
                           np.array(ml, np.uint64), np.array(ports, np.int32), tuple(hostnames), tuple(labels))
 
 
+def _internal_set(networks: tuple[str, ...]) -> AddressSet:
+    """The AddressSet of InternalNetworks entries (validated CIDR text)."""
+    return AddressSet.build([(n, 0, -1, n) for n in networks])
+
+
 @dataclass(frozen=True)
 class Kafka:
     """The Kafka broker and topics (``Kafka:`` block; ``--kafka`` sets ``bootstrap``); empty bootstrap = not used."""
@@ -168,7 +179,7 @@ _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 @dataclass(frozen=True)
 class Config:
-    """Every DET0002 tuning key plus brokerwatch's KnownPubSubClients and Exporters, validated."""
+    """Every DET0002 tuning key plus brokerwatch's KnownPubSubClients, InternalNetworks and Exporters, validated."""
 
     UnusualProcessList: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_UNUSUAL_PROCESSES))
     TimeWindow: TimeWindow = field(default_factory=TimeWindow)
@@ -181,11 +192,13 @@ class Config:
     BrokerReputationList: BrokerReputationList = field(default_factory=BrokerReputationList)
     PayloadLengthThreshold: int = 1024
     KnownPubSubClients: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_KNOWN_CLIENTS))
+    InternalNetworks: tuple[str, ...] = DEFAULT_INTERNAL_NETWORKS
     Exporters: ExportersConfig = field(default_factory=ExportersConfig)
     Kafka: Kafka = field(default_factory=Kafka)
     # Derived at load time (not config keys): the allowlist as address ranges, the reputation set.
     allow: AddressSet = field(default_factory=AddressSet)
     reputation: AddressSet = field(default_factory=AddressSet)
+    internal: AddressSet = field(default_factory=lambda: _internal_set(DEFAULT_INTERNAL_NETWORKS))
     reputation_domains: tuple[str, ...] = ()
 
     def port_protocols(self) -> dict[int, str]:
@@ -234,10 +247,12 @@ class Config:
             kw["Exporters"] = validate_exporters(v, data["Exporters"])
         if "Kafka" in data:
             kw["Kafka"] = v.kafka(data["Kafka"])
+        if "InternalNetworks" in data:
+            kw["InternalNetworks"] = v.networks(("InternalNetworks",), data["InternalNetworks"])
         allow = v.address_list(("BrokerAllowList",), kw.get("BrokerAllowList", ()))
         if v.problems:
             raise ConfigError(v.problems)
-        return Config(**kw, allow=allow)
+        return Config(**kw, allow=allow, internal=_internal_set(kw.get("InternalNetworks", DEFAULT_INTERNAL_NETWORKS)))
 
 
 class _Validator:
@@ -429,6 +444,17 @@ class _Validator:
         if k.security_protocol.startswith("SASL") and not (k.sasl_mechanism and k.sasl_username):
             self.err(path + ("security_protocol",), "SASL needs sasl.mechanism and sasl.username")
         return k
+
+    def networks(self, path: tuple, value: Any) -> tuple[str, ...]:
+        """InternalNetworks: a list of CIDRs or addresses (no host names, no ports: it names the site's ranges)."""
+        entries = self.str_list(path, value)
+        out = []
+        for i, entry in enumerate(entries):
+            try:
+                out.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+            except ValueError:
+                self.err(path + (i,), f"not a CIDR or address: {entry!r}")
+        return tuple(out)
 
     def address_list(self, path: tuple, entries: tuple[str, ...]) -> AddressSet:
         """CIDR, address, [v6]:port / a.b.c.d:port entries; hostnames (and host:port) kept for later resolution."""

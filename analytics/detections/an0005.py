@@ -61,6 +61,10 @@ class DetectorParams:
     max_per_pair: int = 50_000
     max_rows: int = 20_000_000
     update_min_delta: float = 5.0  # a later evaluation re-emits an alert when its score moves this much
+    fleet_min_clients: int = 3  # a broker with at least this many clients ...
+    fleet_similar_share: float = 0.5  # ... this share of them beaconing in one rhythm is a fleet (infrastructure)
+    rhythm_tolerance: float = 0.25  # periods within this relative distance are "the same rhythm"
+    internal_score_factor: float = 0.6  # site-internal evidence: most of it is normal work, so a lower severity
 
 
 class Detector:
@@ -241,14 +245,19 @@ class Detector:
         order = w.scored_slots()
         self._order = order = order[self._scored[order]]
         window_start = (now_ns // self._window_ns) * self._window_ns
+        k_order = {name: v[order] for name, v in w.keys.items()}
+        pop = self._population(k_order, self._cache["beacon"][order])
+        pos = np.zeros(len(w.h), np.int64)
+        pos[order] = np.arange(len(order))
         if window_start != self._alert_ws:  # roll-over: every alert key changes, every firing pair is re-alerted
             cand = order[self._fires[order]]
             self._alert_ws = window_start
-        else:  # only pairs whose rows changed can change their alerts
-            cand = todo[self._fires[todo]]
-            cand = cand[np.argsort(w.h[cand], kind="stable")]
+        else:  # only pairs whose rows changed, or whose broker's population did, can change their alerts
+            touched = _same_broker(k_order, {name: v[dirty] for name, v in w.keys.items()})
+            cand = order[self._fires[order] & touched]
         c = self._cache
         s = {name: c[name][cand] for name in _CACHED + ("events",)}
+        s.update({name: v[pos[cand]] for name, v in pop.items()})
         keys = {name: v[cand] for name, v in w.keys.items()}
         out = self._publish(self._build_alerts(keys, s, self._fired_arrays(keys, s), window_start))
         if window_start != self._pruned_ws:  # entries added since the last prune all carry this window's key
@@ -341,12 +350,26 @@ class Detector:
 
     def decide(self, seg: PairSegments, scores: dict) -> np.ndarray:
         """Boolean per pair: does any AN0005 analytic fire (vectorised; details come from _build_alerts)."""
-        return self._fired_arrays(seg.keys, scores)["any"]
+        s = dict(scores, **self._population(seg.keys, scores["beacon"]))
+        return self._fired_arrays(seg.keys, s)["any"]
+
+    def _population(self, k: dict, beacon: np.ndarray) -> dict:
+        """Per pair, its broker's population among the scored pairs (see broker_population)."""
+        p = self.params
+        clients, share = broker_population(k, beacon[:, BF["period_s"]],
+                                           beacon[:, BF["score"]] >= p.beacon_threshold, p.rhythm_tolerance)
+        return {"broker_clients": clients, "broker_similar_share": share}
 
     def _fired_arrays(self, k: dict, s: dict) -> dict:
+        """Which analytics fire per pair. Without the broker population in s (the per-slot cache of the incremental
+        path) beaconing is not gated by it, so "any" is a superset of the gated answer."""
         p, cfg = self.params, self.config
         b, y = s["beacon"], s["bytes"]
+        src_in = cfg.internal.match(k["src_hi"], k["src_lo"]) >= 0
+        site = cfg.internal.match(k["dst_hi"], k["dst_lo"]) >= 0  # the broker is the site's own
         beacon = b[:, BF["score"]] >= p.beacon_threshold
+        if "broker_clients" in s:  # a site broker's beacons alert only from a lone client (the C2 shape)
+            beacon &= ~site | (s["broker_clients"] == 1)
         hf = (b[:, BF["beats"]] >= p.hf_min_beats) & (b[:, BF["span_s"]] > 0) & \
             (b[:, BF["span_s"]] / np.maximum(b[:, BF["beats"]] - 1, 1) <= p.hf_max_period_s)
         exfil = (y[:, YF["long_events"]] >= p.exfil_min_long_events) & \
@@ -357,14 +380,21 @@ class Detector:
             if len(cfg.reputation) else np.full(len(b), -1)
         unusual = (s["app_proto"] != 0) & ~np.isin(k["dst_port"], self._ports)
         topic = s["topic_score"] >= cfg.TopicAnomalyScore.threshold
+        # inside the site, publishing often, large job messages and brokers on their own ports are normal work: only
+        # data leaving the site is exfil, and only reputation, a lone beacon or a topic alerts on a site broker
+        exfil &= ~site
+        hf &= ~site
+        unusual &= ~site
+        direction = np.where(site, np.where(src_in, 1, 2), np.where(src_in, 0, 3)).astype(np.int8)
         return {"beacon": beacon, "hf": hf, "exfil": exfil, "rep": rep, "unusual": unusual, "topic": topic,
+                "site": site, "direction": direction,
                 "any": beacon | hf | exfil | (rep >= 0) | unusual | topic}
 
     # ------------------------------------------------------------------------------------------------ alerts
 
     def _alerts_for(self, seg: PairSegments, s: dict, now_ns: int) -> list[Alert]:
         window_start = (now_ns // self._window_ns) * self._window_ns
-        s = dict(s, events=seg.counts())
+        s = dict(s, events=seg.counts(), **self._population(seg.keys, s["beacon"]))
         out = self._publish(self._build_alerts(seg.keys, s, self._fired_arrays(seg.keys, s), window_start))
         self._prune(window_start)
         return out
@@ -425,6 +455,8 @@ class Detector:
         score = np.where(ft, np.maximum(score, 50.0), score)
         n_an = fb.astype(np.int64) + fh + ra + fx + fu + ft
         score = np.minimum(100.0, score + 10.0 * (n_an - 1))
+        site = fired["site"][idx]
+        score = np.where(site, score * self.params.internal_score_factor, score)
         rate = 60.0 * (bcol["beats"] - 1) / np.maximum(bcol["span_s"], 1e-9)
 
         def r(a, nd):
@@ -463,6 +495,10 @@ class Detector:
         plt = cfg.PayloadLengthThreshold
         tthr = cfg.TopicAnomalyScore.threshold
         port_proto, topics = self._port_proto, self._topics
+        site_l, dir_l = site.tolist(), fired["direction"][idx].tolist()
+        pclients, pshare = ints(s["broker_clients"][idx]), r(s["broker_similar_share"][idx], 3)
+        fleet_n, fleet_share = self.params.fleet_min_clients, self.params.fleet_similar_share
+        factor = self.params.internal_score_factor
         out = []
         for j in range(len(idx)):
             dport, app = dports[j], apps[j]
@@ -512,11 +548,64 @@ class Detector:
                           "per_packet_median": bpp1[j], "long_share": long3[j], "total": total_i[j]},
                 "topic_score": tsc3[j],
             }
+            nc, sh = pclients[j], pshare[j]
+            role = "lone" if nc == 1 else "fleet" if nc >= fleet_n and sh >= fleet_share else "shared"
+            evidence["direction"] = DIRECTIONS[dir_l[j]]
+            evidence["broker_population"] = {"clients": nc, "similar_rhythm_share": sh, "role": role}
+            if site_l[j]:
+                reasons["InternalNetworks"] = (
+                    f"the broker is inside InternalNetworks ({DIRECTIONS[dir_l[j]]}), where frequent publication, "
+                    f"large messages and fleets are normal work; it alerts on reputation, a topic or a lone "
+                    f"client's beacon ({nc} client{'s' if nc != 1 else ''} of this broker), score x{factor:g}")
             if rp >= 0:
                 evidence["reputation_hit"] = labels[rp]
             out.append(Alert("AN0005", last_i[j], (shi[j], slo[j]), (dhi[j], dlo[j]), dport, proto, score_l[j],
                              evidence, window_start))
         return out
+
+
+#: Direction classes of a pair by InternalNetworks (the index is ``_fired_arrays``' "direction").
+DIRECTIONS = ("internal→external", "internal→internal", "external→internal", "external→external")
+
+
+def _broker_ids(k: dict) -> tuple[np.ndarray, int]:
+    """Dense id of each row's broker (destination address, port) and the number of brokers."""
+    if not len(k["dst_port"]):
+        return np.zeros(0, np.int64), 0
+    order = np.lexsort((k["dst_port"], k["dst_lo"], k["dst_hi"]))
+    hi, lo, port = k["dst_hi"][order], k["dst_lo"][order], k["dst_port"][order]
+    new = np.ones(len(order), bool)
+    new[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1]) | (port[1:] != port[:-1])
+    ids = np.empty(len(order), np.int64)
+    ids[order] = np.cumsum(new) - 1
+    return ids, int(new.sum())
+
+
+def _same_broker(k: dict, other: dict) -> np.ndarray:
+    """Per row of k: does a row of other name the same broker."""
+    n = len(k["dst_port"])
+    both = {name: np.concatenate([k[name], other[name]]) for name in ("dst_hi", "dst_lo", "dst_port")}
+    ids, nb = _broker_ids(both)
+    hit = np.zeros(nb, bool)
+    hit[ids[n:]] = True
+    return hit[ids[:n]]
+
+
+def broker_population(k: dict, period_s: np.ndarray, beaconing: np.ndarray,
+                      tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair (rows of k), the distinct clients of its broker among the rows, and the share of them beaconing
+    with a period within ``tolerance`` (relative) of this pair's: a fleet of sensors shares one broker and one
+    rhythm; a C2 implant is the lone client of its broker. Rows are distinct pairs (one per client and broker)."""
+    ids, nb = _broker_ids(k)
+    clients = np.bincount(ids, minlength=nb)[ids]
+    # beaconing rows keyed by (broker, log period): the similar ones are a window of that sorted key
+    logp = np.log(np.clip(period_s, 1e-3, 1e9))
+    span = 64.0  # wider than any log-period range, so brokers never overlap
+    key = np.sort(ids[beaconing] * span + logp[beaconing])
+    here = ids * span + logp
+    w = np.log1p(tolerance)
+    similar = np.searchsorted(key, here + w, "right") - np.searchsorted(key, here - w, "left")
+    return clients.astype(np.int64), similar / np.maximum(clients, 1)
 
 
 #: Per-pair entries of the score dict kept between incremental passes.
@@ -543,4 +632,4 @@ def _reputation_alerts(label: str) -> bool:
     return not label.startswith("default_reputation.txt:")
 
 
-__all__ = ["Detector", "DetectorParams", "Alert"]
+__all__ = ["Detector", "DetectorParams", "Alert", "DIRECTIONS", "broker_population"]

@@ -6,7 +6,9 @@ from __future__ import annotations
 from analytics.alerts import Alert
 from analytics.beacon import F as BF
 from analytics.bytestats import F as YF
-from analytics.detections.an0005 import _reputation_alerts
+import math
+
+from analytics.detections.an0005 import DIRECTIONS, _reputation_alerts
 from analytics.schema import APP_PROTOCOLS
 
 
@@ -64,6 +66,15 @@ def alert_ref(self, seg, s: dict, fired: dict, i: int, window_start: int) -> Ale
         why.append({"element": "TopicAnomalyScore", "why": f"topic {topic!r} scores {ts:.2f} >= "
                                                            f"{cfg.TopicAnomalyScore.threshold}"})
     score = min(100.0, score + 10.0 * (len(analytics) - 1))  # corroborating analytics raise confidence
+    p = self.params
+    nc, share = int(s["broker_clients"][i]), float(s["broker_similar_share"][i])
+    direction = DIRECTIONS[int(fired["direction"][i])]
+    if fired["site"][i]:
+        score = score * p.internal_score_factor
+        why.append({"element": "InternalNetworks", "why": (
+            f"the broker is inside InternalNetworks ({direction}), where frequent publication, large messages and "
+            f"fleets are normal work; it alerts on reputation, a topic or a lone client's beacon ({nc} "
+            f"client{'s' if nc != 1 else ''} of this broker), score x{p.internal_score_factor:g}")})
     reasons: dict[str, str] = {}
     for w in why:
         reasons[w["element"]] = reasons[w["element"]] + "; " + w["why"] if w["element"] in reasons else w["why"]
@@ -96,8 +107,27 @@ def alert_ref(self, seg, s: dict, fired: dict, i: int, window_start: int) -> Ale
                   "long_share": round(float(y[YF["long_share"]]), 3), "total": int(y[YF["total_bytes"]])},
         "topic_score": round(float(s["topic_score"][i]), 3),
     }
+    role = "lone" if nc == 1 else "fleet" if nc >= p.fleet_min_clients and share >= p.fleet_similar_share \
+        else "shared"
+    evidence["direction"] = direction
+    evidence["broker_population"] = {"clients": nc, "similar_rhythm_share": round(share, 3), "role": role}
     if rep >= 0:
         evidence["reputation_hit"] = cfg.reputation.labels[rep]
     return Alert("AN0005", int(s["last_ns"][i]), (int(k["src_hi"][i]), int(k["src_lo"][i])),
                  (int(k["dst_hi"][i]), int(k["dst_lo"][i])), dport, proto, round(score, 1), evidence,
                  window_start)
+
+
+def broker_population_ref(keys: dict, period_s, beaconing, tolerance: float) -> tuple[list[int], list[float]]:
+    """Plain-loop twin of analytics.detections.an0005.broker_population."""
+    n = len(keys["dst_port"])
+    broker = [(int(keys["dst_hi"][i]), int(keys["dst_lo"][i]), int(keys["dst_port"][i])) for i in range(n)]
+    clients, share = [], []
+    for i in range(n):
+        mine = [j for j in range(n) if broker[j] == broker[i]]
+        lp = math.log(min(max(float(period_s[i]), 1e-3), 1e9))
+        similar = sum(1 for j in mine if beaconing[j] and
+                      abs(math.log(min(max(float(period_s[j]), 1e-3), 1e9)) - lp) <= math.log1p(tolerance))
+        clients.append(len(mine))
+        share.append(similar / len(mine))
+    return clients, share

@@ -147,3 +147,76 @@ def test_segment_max_equals_the_accumulation_it_replaced():
             want = np.zeros(len(counts), dtype)
             np.maximum.at(want, np.repeat(np.arange(len(counts)), counts), values)
             np.testing.assert_array_equal(_segment_max(values, offsets, dtype), want)
+
+
+# ------------------------------------------------------------------------------ site awareness, broker population
+
+
+def concat(*batches):
+    cols = {k: np.concatenate([b.columns[k] for b in batches]) for k in COLUMNS}
+    return FlowBatch(cols, batches[0].strings)
+
+
+def job_queue(dst, seed=3):
+    """Five app servers sending bursts of large job messages to one AMQP broker."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for h in range(5):
+        bursts = np.sort(rng.uniform(0, 6 * 3600, 12))
+        times = np.sort(np.concatenate([b + rng.uniform(0, 30, 8) for b in bursts]))
+        out.append(flows(times, src=f"10.1.0.{11 + h}", dst=dst, dport=5672, nbytes=2_000_000, packets=200))
+    return concat(*out)
+
+
+def test_internal_job_queue_with_large_messages_is_quiet_and_the_same_to_outside_is_exfil():
+    assert run(Config(), job_queue("10.1.2.3"))[1] == []
+    alerts = run(Config(), job_queue("198.18.0.9"))[1]
+    assert alerts and all("long_outbound_messages" in a.evidence["analytics"] for a in alerts)
+    assert {a.evidence["direction"] for a in alerts} == {"internal→external"}
+
+
+def test_sensor_fleet_reconnecting_to_the_site_broker_is_quiet():
+    fleet = [flows(beacon_times(60.0, 0.05, seed=s), src=f"10.2.0.{s + 1}", dst="10.2.1.1") for s in range(50)]
+    det, alerts = run(Config(), concat(*fleet))
+    assert alerts == []
+    assert det.last_scores["beacon"].shape[0] == 50  # scored, not dropped
+
+
+def test_lone_internal_beacon_alerts_lower_with_its_reason():
+    inside = run(Config(), flows(beacon_times(), src="10.3.0.5", dst="10.3.1.1"))[1]
+    outside = run(Config(), flows(beacon_times(), src="10.3.0.5", dst="198.18.0.9"))[1]
+    assert len(inside) == len(outside) == 1
+    a, b = inside[0], outside[0]
+    assert a.evidence["analytics"] == b.evidence["analytics"] == ["beaconing"]
+    assert a.evidence["direction"] == "internal→internal" and b.evidence["direction"] == "internal→external"
+    assert a.evidence["broker_population"] == {"clients": 1, "similar_rhythm_share": 1.0, "role": "lone"}
+    assert "lone client" in a.evidence["why"]["InternalNetworks"] and "InternalNetworks" not in b.evidence["why"]
+    assert a.score < b.score and a.to_dict()["event"]["severity"] < b.to_dict()["event"]["severity"]
+
+
+def test_internal_networks_key_is_validated_and_decides_the_class():
+    site = Config.from_mapping({"InternalNetworks": ["198.18.0.0/24"]})
+    a = run(site, flows(beacon_times(), src="10.3.0.5", dst="198.18.0.9"))[1]
+    assert [x.evidence["direction"] for x in a] == ["external→internal"]
+    try:
+        Config.from_mapping({"InternalNetworks": ["10.0.0.0/8", "intranet.example:80"]})
+    except Exception as e:  # ConfigError names the entry and its place
+        assert "InternalNetworks.1" in str(e)
+    else:
+        raise AssertionError("a host:port entry must be refused")
+
+
+def test_broker_population_equals_the_plain_loop_twin():
+    from tests.reference.an0005_ref import broker_population_ref
+    from analytics.detections.an0005 import broker_population
+    rng = np.random.default_rng(7)
+    n = 300
+    keys = {"dst_hi": rng.integers(0, 2, n).astype(np.uint64), "dst_lo": rng.integers(0, 6, n).astype(np.uint64),
+            "dst_port": rng.choice([1883, 5672], n).astype(np.uint16)}
+    period = rng.choice([30.0, 60.0, 61.5, 90.0, 600.0, 0.0], n) * rng.uniform(0.97, 1.03, n)
+    beaconing = rng.random(n) < 0.6
+    clients, share = broker_population(keys, period, beaconing, 0.25)
+    rc, rs = broker_population_ref(keys, period, beaconing, 0.25)
+    assert clients.tolist() == rc and np.allclose(share, rs)
+    e = {k: v[:0] for k, v in keys.items()}
+    assert [len(x) for x in broker_population(e, period[:0], beaconing[:0], 0.25)] == [0, 0]
