@@ -1182,8 +1182,12 @@ class SyslogParser:
         profile = self._by_vendor[key[2]]
         if rec.oriented:
             rec.flags |= FLAG_ORIENTED
+        try:
+            self._append(rec, profile, key[0])
+        except OverflowError as exc:  # a start whose time or counters no record can hold: counted, never raised
+            self._reject(profile.label[0], "out_of_range", str(exc))
+            return
         self.counters.inc("brokerwatch_syslog_sessions_total", (profile.vendor, why))
-        self._append(rec, profile, key[0])
 
     # -- internals ----------------------------------------------------------------------------------------------
 

@@ -443,3 +443,19 @@ def test_every_profile_names_existing_samples_and_parses_them(corpus):
             got, _, _ = run_file(path)
             produced += sum(1 for recs in got for r in recs if r["event"]["dataset"] == f"syslog.{profile.vendor}")
         assert produced > 0, profile.vendor
+
+
+def test_a_held_start_no_record_can_hold_is_counted_at_close():
+    """A session start stamped past what int64 nanoseconds hold (hypothesis found one) is counted when the input
+    ends, never raised."""
+    from collector.metrics import Counters
+
+    counters = Counters()
+    parser = SyslogParser(counters)
+    b = FlowBatchBuilder(16)
+    line = (b"<166>Nov 28 2900 10:00:00 asa01 : %ASA-6-302013: Built outbound TCP connection 1 for "
+            b"outside:198.51.100.20/8883 (198.51.100.20/8883) to inside:10.1.1.50/51515 (203.0.113.5/40001)")
+    parser.feed_lines([line], (0, 1), 1_800_000_000_000_000_000, b)
+    assert parser.open_sessions() == 1  # the start is held for its end: its time is only checked as a record
+    assert parser.close_sessions(b) == 0 and parser.open_sessions() == 0
+    assert counters.get("brokerwatch_decoder_errors_total", ("syslog.cisco_asa", "out_of_range")) == 1
