@@ -351,6 +351,27 @@ class EndpointDetector:
             else:
                 del self._unplaced[key]
 
+    def _expire_joins(self, lo: int) -> None:
+        """Forget join entries older than the window (the source-port index, connects still waiting for their host's
+        address, port joins of pairs the attribution table no longer holds): a long-running service stays bounded."""
+        index = self._port_index
+        for h in list(index):
+            kept = [e for e in index[h] if e[0] >= lo]
+            if len(kept) != len(index[h]):
+                self._port_dirty = True
+                if kept:
+                    index[h] = kept
+                else:
+                    del index[h]
+        for key in list(self._unplaced):
+            kept = [e for e in self._unplaced[key] if e[0] >= lo]
+            if kept:
+                self._unplaced[key] = kept
+            else:
+                del self._unplaced[key]
+        for key in [k for k in self._pair_by_port if k not in self._pairs]:
+            del self._pair_by_port[key]
+
     def process_for_pair(self, src: tuple[int, int], dst: tuple[int, int], dport: int) -> tuple[ProcessContext | None,
                                                                                                   str, int]:
         """(process, how it was found: 'source_port' or 'pair', connections) that made a pair's traffic, if known."""
@@ -420,6 +441,7 @@ class EndpointDetector:
         lo = now - self._window_ns
         while self._activities and self._activities[0].ts_ns < lo:
             self._activities.popleft()
+        self._expire_joins(lo)
         groups: dict[tuple, list[_Activity]] = defaultdict(list)
         # where a process's own connects say where it went, its command line's broker name is that address
         connected = {id(a.proc): a.dst for a in self._activities if a.via == "connect" and a.ts_ns <= now}

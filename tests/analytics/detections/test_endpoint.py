@@ -261,3 +261,19 @@ def test_counters_name_what_moved(cfg):
     assert c["brokerwatch_endpoint_events_total"] == len(b.build())
     assert c["brokerwatch_endpoint_alerts_total"] == len(alerts) == 1
     assert ip_to_words("198.51.100.20") in {a.dst for a in alerts}
+
+
+def test_join_state_is_forgotten_with_the_window(cfg):
+    """The source-port index and the connects waiting for a host address do not outlive TimeWindow."""
+    times = beats(120, 2, 2)
+    b = EndpointBatchBuilder()
+    windows_beacon(b, times, src="10.0.0.5", dst="198.18.0.9", dport=1883, resolve="")
+    b.add(int((T0 + 10) * NS), NETWORK_CONNECT, LINUX, "auditd", host="lnx9", pid=7, executable="/usr/bin/nc",
+          dst_ip="198.18.0.77", dst_port=1883)
+    det = EndpointDetector(cfg)
+    det.ingest(b.build())
+    assert det._port_index and det._unplaced
+    det.evaluate(int((T0 + times[-1]) * NS))
+    assert det._port_index and det._unplaced  # still inside the window
+    det.evaluate(int((T0 + times[-1]) * NS) + int(cfg.TimeWindow.window_s * NS) + NS)
+    assert not det._port_index and not det._unplaced
