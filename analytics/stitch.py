@@ -11,7 +11,10 @@ least two are seen and it is at least ``min_timeout_s``); over all pairs, the 99
 
 A stitched session yields one event (its start) for the beacon kernels, plus one event per *active* slice:
 a later slice whose bytes exceed the session's leanest bytes-per-packet by ``active_min_bytes`` — a publish inside
-the session, not a keepalive. Keepalives and timeout slices therefore do not look like beacons, while periodic
+the session, not a keepalive. In a session whose later slices are mostly cut by the active timeout (at least three),
+unless most cut slices are active (steady publication, below), a slice must also exceed the session's median slice
+by ``active_min_bytes``: a publisher whose period is near the timeout has a publish in every slice, and the few
+slices that come out a packet heavier recur at the alias of its period against the timeout, not at a command. Keepalives and timeout slices therefore do not look like beacons, while periodic
 publishes inside a long session still do. Two exporter artefacts are carried to the kernels as per-pair timing:
 - a slice cut by the active timeout places its publish only to within the timeout (its start is often just the
   next keepalive): the pair's *resolution* becomes the timeout, and when most such slices carry publishes (steady
@@ -162,6 +165,19 @@ def _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp, lo, hi, t
                 longest = max(longest, (end_ns[prev] / 1e9) - (start_ns[prev] / 1e9))
                 seen += 1
         ta = longest if seen >= 2 and longest >= min_timeout else 0.0
+    # the typical cut (median continued record of at least min_timeout): the longest one above is stretched by
+    # the exporter's expiry interval and the next packet's wait, so most timeout slices are shorter than 0.8 of it
+    typical_cut = ta_fixed
+    if typical_cut <= 0:
+        conts = np.empty(n)
+        m = 0
+        for k in range(1, n):
+            prev, cur = order[k - 1], order[k]
+            d = (end_ns[prev] / 1e9) - (start_ns[prev] / 1e9)
+            if head[cur] == head[prev] and d >= min_timeout:
+                conts[m] = d
+                m += 1
+        typical_cut = np.median(conts[:m]) if m >= 3 else 0.0
     any_cut_active = False
     any_located_active = False
     for k in range(n):
@@ -175,6 +191,27 @@ def _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp, lo, hi, t
             e = order[q]
             if packets[e] > 0:
                 base = min(base, nbytes[e] / packets[e])
+        # in a session mostly cut by the active timeout, a slice is compared with the session's typical slice too:
+        # a sensor that publishes about once per timeout has a publish in every slice, and which slices come out a
+        # packet heavier is the beat of its period against the timeout (an alias), not a command
+        ncut = 0
+        nlater = 0
+        for q in range(k + 1, k + slices[h]):
+            e = order[q]
+            if packets[e] > 0:
+                nlater += 1
+                if typical_cut > 0 and (end_ns[e] / 1e9) - (start_ns[e] / 1e9) >= share * typical_cut:
+                    ncut += 1
+        typical = 0.0
+        if ncut >= 3 and 2 * ncut >= nlater:
+            excess = np.empty(nlater)
+            j = 0
+            for q in range(k + 1, k + slices[h]):
+                e = order[q]
+                if packets[e] > 0:
+                    excess[j] = nbytes[e] - packets[e] * base
+                    j += 1
+            typical = np.median(excess)
         cut = 0
         cut_active = 0
         for q in range(k + 1, k + slices[h]):
@@ -192,6 +229,8 @@ def _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp, lo, hi, t
             e = order[q]
             is_cut = ta > 0 and (end_ns[e] / 1e9) - (start_ns[e] / 1e9) >= share * ta
             if is_cut and steady:
+                active[e] = False
+            elif nbytes[e] - packets[e] * base - typical < min_bytes:
                 active[e] = False
             if active[e]:
                 if is_cut:

@@ -170,3 +170,40 @@ def test_steady_publication_in_timeout_slices_is_not_a_beacon():
     rows = long_session(T0, 24, 1800, 60, publish_every=1)
     seg, st_ = check(make(rows))
     assert st_.is_head.sum() == 1 and not st_.active.any()
+
+
+def _sliced_sensor(period, command_every=0, seed=0, hours=24.0, timeout=300.0, expiry=60.0, keepalive=50.0):
+    """One TLS session sliced at the active timeout as softflowd/pmacct cut it (the timeout, then the next expiry
+    check and the next packet: 300-390 s), keepalive pings (2 packets, 120 B) when idle, a telemetry publish every
+    `period` s (2 packets, 200 B), and (C2) a command and its result (3 packets, 560 B) every `command_every` s."""
+    rng = np.random.default_rng(seed)
+    end_all = T0 + hours * 3600
+    pubs = np.arange(T0 + rng.uniform(0, period), end_all, period)
+    cmds = np.arange(T0 + rng.uniform(0, command_every), end_all, command_every) if command_every else np.zeros(0)
+    rows, t = [], T0
+    while t < end_all:
+        e = min(t + timeout + rng.uniform(0, expiry), end_all)
+        n_pub = int(((pubs >= t) & (pubs < e)).sum())
+        n_cmd = int(((cmds >= t) & (cmds < e)).sum())
+        pings = max(0, int((e - t) // keepalive) - n_pub)
+        rows.append((t, e, 40100, pings * 120 + n_pub * 200 + n_cmd * 560, pings * 2 + n_pub * 2 + n_cmd * 3,
+                     ACK | PSH | (FIN if e >= end_all else 0), 5))
+        t = e + rng.uniform(1, keepalive)
+    return rows
+
+
+def test_a_publish_per_timeout_is_not_read_as_beats_of_its_alias():
+    # the slices holding two publishes instead of one recur at the alias of 300 s against 300-390 s slices
+    for seed in range(3):
+        seg, st_ = check(make(_sliced_sensor(300.0, seed=seed)))
+        assert st_.is_head.sum() == 1
+        assert st_.active.sum() <= 2, st_.active.sum()
+
+
+def test_commands_in_a_sliced_session_still_show():
+    for seed in range(3):
+        seg, st_ = check(make(_sliced_sensor(300.0, command_every=1800.0, seed=seed)))
+        assert st_.active.sum() >= 40  # one slice in about six carries a command (48 a day)
+        off, t, _ = beat_segments(seg, st_)
+        row = score_segments(off, t, resolution_s=st_.resolution_s, dead_s=st_.dead_s)[0]
+        assert row[F["score"]] >= 0.5 and abs(row[F["period_s"]] - 1800) < 200, row

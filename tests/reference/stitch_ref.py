@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 from analytics.stitch import TCP_FIN, TCP_RST, StitchParams
 
@@ -60,6 +61,11 @@ def stitch_pair(events, tcp: bool, p: StitchParams, ta_global: float = 0.0):
     if ta <= 0:
         cont = [dur[order[k - 1]] for k in range(1, len(order)) if head[order[k]] == head[order[k - 1]]]
         ta = max(cont) if len(cont) >= 2 and max(cont) >= p.min_timeout_s else 0.0
+    typical_cut = p.active_timeout_s
+    if typical_cut <= 0:
+        long_cont = [dur[order[k - 1]] for k in range(1, len(order))
+                     if head[order[k]] == head[order[k - 1]] and dur[order[k - 1]] >= p.min_timeout_s]
+        typical_cut = statistics.median(long_cont) if len(long_cont) >= 3 else 0.0
 
     def is_cut(e):
         return ta > 0 and dur[e] >= p.timeout_share * ta
@@ -74,13 +80,18 @@ def stitch_pair(events, tcp: bool, p: StitchParams, ta_global: float = 0.0):
             continue
         base = min((events[e]["bytes"] / events[e]["packets"] for e in members if events[e]["packets"] > 0),
                    default=1e300)
+        later = [e for e in members[1:] if events[e]["packets"] > 0]
+        ncut = sum(1 for e in later if typical_cut > 0 and dur[e] >= p.timeout_share * typical_cut)
+        typical = statistics.median(events[e]["bytes"] - events[e]["packets"] * base for e in later) \
+            if ncut >= 3 and 2 * ncut >= len(later) else 0.0
         for e in members[1:]:
             ev = events[e]
             if ev["packets"] > 0 and ev["bytes"] - ev["packets"] * base >= p.active_min_bytes:
                 active[e] = True
         cut = [e for e in members[1:] if is_cut(e)]
-        if cut and sum(active[e] for e in cut) > p.max_active_share * len(cut):
-            for e in cut:
+        steady = cut and sum(active[e] for e in cut) > p.max_active_share * len(cut)
+        for e in members[1:]:
+            if (steady and is_cut(e)) or events[e]["bytes"] - events[e]["packets"] * base - typical < p.active_min_bytes:
                 active[e] = False
         for e in members[1:]:
             if active[e]:
