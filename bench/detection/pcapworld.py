@@ -142,9 +142,11 @@ def tls_client_hello(rng: np.random.Generator, sni: bytes, alpn: tuple[bytes, ..
     return b"\x16\x03\x01" + _str16(hs)
 
 
-def tls_server_hello(rng: np.random.Generator, alpn: bytes = b"") -> bytes:
-    """ServerHello (TLS 1.3 supported_versions and key_share) + ChangeCipherSpec records; the rest is opaque."""
-    ext = struct.pack(">H", 43) + _str16(b"\x03\x04") + struct.pack(">H", 51) + _str16(b"\x00\x1d" + _str16(rng.bytes(32)))
+def tls_server_hello(rng: np.random.Generator) -> bytes:
+    """ServerHello (TLS 1.3 supported_versions and key_share) + ChangeCipherSpec records; the rest (the chosen ALPN
+    is in EncryptedExtensions) is opaque."""
+    ext = (struct.pack(">H", 43) + _str16(b"\x03\x04")
+           + struct.pack(">H", 51) + _str16(b"\x00\x1d" + _str16(rng.bytes(32))))
     body = b"\x03\x03" + rng.bytes(32) + b"\x20" + rng.bytes(32) + b"\x13\x01\x00" + _str16(ext)
     hs = b"\x02" + len(body).to_bytes(3, "big") + body
     return b"\x16\x03\x03" + _str16(hs) + b"\x14\x03\x03\x00\x01\x01"
@@ -306,7 +308,7 @@ class Tls(Dialect):
     def open(self, rng, ident):
         if not hasattr(self, "_hellos"):  # a few ClientHello/ServerHello variants per endpoint (randoms differ)
             self._hellos = [(tls_client_hello(rng, self.sni, self.alpn),
-                             tls_server_hello(rng, self.alpn[0] if self.alpn else b"")) for _ in range(4)]
+                             tls_server_hello(rng)) for _ in range(4)]
         hello, server = self._hellos[int(rng.integers(4))]
         return [(C, hello), (S, server), (C, 80)] + [(d, len(m)) for d, m in self.inner.open(rng, ident)]
 
@@ -597,7 +599,7 @@ class World:
 
     # --- connection shapes
     def short_conns(self, pid, src, dst, dport, times, dialect: Dialect, idents, topics, sizes, texts=None,
-                    rtt=0.03, how=None, server_first_ok=True) -> None:
+                    rtt=0.03, how=None) -> None:
         """One connection per time: handshake, the dialect's opening, one message, its goodbye, teardown."""
         times = np.asarray(times, float)
         n = len(times)
@@ -611,8 +613,8 @@ class World:
             opens = [dialect.open(b.rng, idents[i]) for i in range(n)]  # a fresh ClientHello each
         else:
             opens = [memo.get(x) or memo.setdefault(x, dialect.open(b.rng, x)) for x in idents]
-        for k in range(len(opens[0])):
-            t = b.exchange(conn, t, [(opens[0][k][0], [o[k][1] for o in opens])])
+        if opens[0]:
+            t = b.exchange(conn, t, [(opens[0][k][0], [o[k][1] for o in opens]) for k in range(len(opens[0]))])
         memo.clear()
         msgs = []
         for i in range(n):
@@ -625,8 +627,8 @@ class World:
         if getattr(dialect, "response", False):  # the server answers with sizes[i] bytes
             ends = b.emit_msgs(conn, ends + b.rtt_of(conn), S, [tls_app_units(int(x)) for x in sizes], peer_ack=0.04)
         t = ends + 0.001
-        for d, m in dialect.close():
-            t = b.exchange(conn, t, [(d, m)])
+        if dialect.close():
+            t = b.exchange(conn, t, dialect.close())
         if how is None:
             how = np.where(b.rng.random(n) < 0.05, 2, np.where(b.rng.random(n) < 0.1, 1, 0))
         b.teardown(conn, t + 0.0005, how)
@@ -918,7 +920,8 @@ def benign_pairs(w: World) -> None:
                 tt = np.sort(np.concatenate(msgs)) if msgs else np.zeros(0)
                 mine = rng.random(len(tt)) < 0.5
                 words = [b"ok", b"see you at 3", b"lunch?", b"pushed the fix", b"can you review", b"thanks!"]
-                mk = lambda k: DIALECTS["xmpp"].publish("friend", 0, words[k % len(words)] * int(1 + k % 4))  # noqa: E731
+                def mk(k):
+                    return DIALECTS["xmpp"].publish("friend", 0, words[k % len(words)] * int(1 + k % 4))
                 w.session(pid, src, dst, 5222, float(rng.uniform(0, 600)), w.dur, DIALECTS["xmpp"], _token(rng, 8),
                           float(rng.choice([60.0, 90.0, 300.0])),
                           client_msgs=(tt[mine], [mk(k) for k in range(int(mine.sum()))]),
@@ -1234,7 +1237,8 @@ def generate(out_dir, seed: int, hours: float = 24.0, scale: float = 1.0) -> dic
     size = pk.write(out / "raw.pcap", pool)
     pair_of = pk.cc["pair"][pk.conn]
     per_pair = np.bincount(pair_of, minlength=len(w.pairs))
-    ip_bytes = pk.pre_len.astype(np.int64) + pk.body_len + pk.suf_len + 20 + np.where(pk.cc["proto"][pk.conn] == 6, 20, 8)
+    ip_bytes = (pk.pre_len.astype(np.int64) + pk.body_len + pk.suf_len + 20
+                + np.where(pk.cc["proto"][pk.conn] == 6, 20, 8))
     per_pair_bytes = np.bincount(pair_of, weights=ip_bytes, minlength=len(w.pairs))
     for p, n, nb in zip(w.pairs, per_pair, per_pair_bytes):
         p["packets"], p["ip_bytes"] = int(n), int(nb)

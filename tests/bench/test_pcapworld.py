@@ -143,14 +143,20 @@ def test_tcp_conversations_are_consistent(world):
         else:
             k = key if key in conns else rkey
             conns[k][-1].append((t, 0 if k == key else 1, f))
-    n_open = n_closed = 0
+    n_open = n_closed = n_answers = 0
     for key, sessions in conns.items():
         for pkts in sessions:
             nxt = {}
             sent = {0: [], 1: []}
             ended = False
+            prev = None
             for t, d, f in pkts:
                 assert not ended or f["flags"] & (FIN | RST) or f["flags"] == ACK
+                if prev and d == 1 and prev[1] == 0 and f["payload"] and prev[2]["payload"]:
+                    # the server's answer (one RTT after the client's message) acknowledges all of it
+                    assert f["ack"] == nxt[0] and t - prev[0] > 0.0009, (key, f)
+                    n_answers += 1
+                prev = (t, d, f)
                 if d in nxt:
                     assert f["seq"] == nxt[d], (key, f)
                 nxt[d] = (f["seq"] + len(f["payload"]) + bool(f["flags"] & (SYN | FIN))) & 0xFFFFFFFF
@@ -161,7 +167,7 @@ def test_tcp_conversations_are_consistent(world):
             assert pkts[1][2]["flags"] == SYN | ACK and pkts[2][2]["flags"] == ACK
             n_closed += ended
             n_open += not ended
-    assert n_closed > 1000 and n_open > 10
+    assert n_closed > 1000 and n_open > 10 and n_answers > 1000
 
 
 def test_labels_agree_with_the_packets(world):
