@@ -55,8 +55,8 @@ DYNDNS = ("duckdns.org", "no-ip.org", "ddns.net", "dynu.net", "freedns.afraid.or
 N_C2 = 33
 #: Benign pairs at scale 1.0: fleets and broker groups as (groups, size range), the rest as pair counts.
 BENIGN_GROUPS = {"internal_jobqueue": (3, (5, 20)), "internal_lab_broker": (3, (2, 6)),
-                 "internal_sensor_fleet": (10, (20, 80)), "cloud_sensor_fleet": (8, (10, 50))}
-BENIGN_PAIRS = {"chat_client": 250, "backup_sync": 20, "keepalive_session": 350, "ntp": 300, "dns": 300,
+                 "internal_sensor_fleet": (14, (20, 80)), "cloud_sensor_fleet": (10, (10, 50))}
+BENIGN_PAIRS = {"chat_client": 350, "backup_sync": 20, "keepalive_session": 500, "ntp": 300, "dns": 300,
                 "update_check": 250, "web": 200, "cdn_keepalive": 150}
 #: Reconnecting beats a pair emits at most (fast periods keep their timing over a shorter active span).
 MAX_BEATS = 2000
@@ -698,7 +698,7 @@ def c2_family(w: World, fam: str) -> None:
     q = _c2_params(rng)
     src, dst = w.internal_host(), w.external()
     proto = str(rng.choice(list(PLAIN_PORTS)))
-    tls = fam not in ("c2_nonstd_port", "c2_dyndns") and proto in TLS_PORTS and rng.random() < 0.25
+    tls = proto in TLS_PORTS and rng.random() < 0.25
     dport = TLS_PORTS[proto] if tls else PLAIN_PORTS[proto]
     dialect = DIALECTS[proto]
     if tls:
@@ -711,7 +711,8 @@ def c2_family(w: World, fam: str) -> None:
         proto, dport = "mqtt", 443
         dialect = Tls(DIALECTS["mqtt"], f"{_token(rng, 8)}.{_token(rng, 5)}.com", (b"mqtt",))
         lim = {"raw": True}
-    elif fam == "c2_dyndns":
+    elif fam in ("c2_dyndns", "c2_persistent_cmd"):
+        # persistent: the commands are visible as messages only where the meter follows the session (plain MQTT)
         proto, dialect, dport = "mqtt", DIALECTS["mqtt"], 1883
     S_, j, m = q["period_s"], q["jitter"], q["missed"]
     q.update(protocol=dialect.name)
@@ -787,7 +788,7 @@ def _fleet(w: World, family: str, broker: int, dport: int, dialect: Dialect, n: 
     rng, b = w.rng, w.b
     mode = "session" if rng.random() < 0.67 else "reconnect"
     # reconnecting sensors come back every minute; a session publishes at its own rhythm between keepalives
-    period = 60.0 if mode == "reconnect" else float(rng.choice([60.0, 120.0, 300.0]))
+    period = 60.0 if mode == "reconnect" else float(rng.choice([60.0, 60.0, 120.0, 300.0]))
     site = _token(rng, 4)
     texts = _json_texts(rng)
     for i in range(n):

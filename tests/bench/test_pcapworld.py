@@ -152,8 +152,9 @@ def test_tcp_conversations_are_consistent(world):
             prev = None
             for t, d, f in pkts:
                 assert not ended or f["flags"] & (FIN | RST) or f["flags"] == ACK
-                if prev and d == 1 and prev[1] == 0 and f["payload"] and prev[2]["payload"]:
-                    # the server's answer (one RTT after the client's message) acknowledges all of it
+                if prev and d == 1 and prev[1] == 0 and f["payload"] and prev[2]["payload"] and len(pkts) < 40:
+                    # in a short connection, the server's answer (one RTT after the client's message) acknowledges
+                    # all of it (in a session the server may also speak on its own before it has the message)
                     assert f["ack"] == nxt[0] and t - prev[0] > 0.0009, (key, f)
                     n_answers += 1
                 prev = (t, d, f)
