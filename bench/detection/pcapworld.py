@@ -55,7 +55,7 @@ DYNDNS = ("duckdns.org", "no-ip.org", "ddns.net", "dynu.net", "freedns.afraid.or
 N_C2 = 33
 #: Benign pairs at scale 1.0: fleets and broker groups as (groups, size range), the rest as pair counts.
 BENIGN_GROUPS = {"internal_jobqueue": (3, (5, 20)), "internal_lab_broker": (3, (2, 6)),
-                 "internal_sensor_fleet": (14, (20, 80)), "cloud_sensor_fleet": (10, (10, 50))}
+                 "internal_sensor_fleet": (12, (20, 80)), "cloud_sensor_fleet": (10, (10, 50))}
 BENIGN_PAIRS = {"chat_client": 350, "backup_sync": 20, "keepalive_session": 500, "ntp": 300, "dns": 300,
                 "update_check": 250, "web": 200, "cdn_keepalive": 150}
 #: Reconnecting beats a pair emits at most (fast periods keep their timing over a shorter active span).
@@ -481,7 +481,9 @@ class Builder:
         for k, (d, data) in enumerate(steps):
             if prev is not None:
                 t = t + (rtt if (d == S and prev != d) else 0.0002)
-            if isinstance(data, list):
+            if isinstance(data, tuple):  # (offsets, lengths, bodies) already in the pool
+                offs, lens, body = data
+            elif isinstance(data, list):
                 pieces = np.array([self._piece(m) for m in data], np.int64).reshape(len(data), 3)
                 offs, lens, body = pieces[:, 0], pieces[:, 1], pieces[:, 2]
             else:
@@ -610,11 +612,18 @@ class World:
         t = b.handshake(conn, times)
         memo: dict = {}
         if isinstance(dialect, Tls) or (isinstance(dialect, (_Web, _Probe)) and isinstance(dialect.inner, Tls)):
-            opens = [dialect.open(b.rng, idents[i]) for i in range(n)]  # a fresh ClientHello each
+            # ClientHellos differ between connections (one of a few variants each, picked in one draw)
+            variants = [dialect.open(b.rng, idents[0]) for _ in range(4)]
+            pick = b.rng.integers(0, 4, n)
+            steps = []
+            for k in range(len(variants[0])):
+                pieces = np.array([b._piece(v[k][1]) for v in variants], np.int64)[pick]
+                steps.append((variants[0][k][0], (pieces[:, 0], pieces[:, 1], pieces[:, 2])))
+            t = b.exchange(conn, t, steps)
         else:
             opens = [memo.get(x) or memo.setdefault(x, dialect.open(b.rng, x)) for x in idents]
-        if opens[0]:
-            t = b.exchange(conn, t, [(opens[0][k][0], [o[k][1] for o in opens]) for k in range(len(opens[0]))])
+            if opens[0]:
+                t = b.exchange(conn, t, [(opens[0][k][0], [o[k][1] for o in opens]) for k in range(len(opens[0]))])
         memo.clear()
         msgs = []
         for i in range(n):
