@@ -46,7 +46,8 @@ class BeaconParams:
     """Scalars of the beacon kernels (defaults documented in docs/architecture.md)."""
 
     burst_min_s: float = 0.2  # gaps shorter than this are one burst (zero-gap bursts)
-    burst_frac: float = 0.1  # ... as are gaps shorter than this share of the median gap
+    burst_frac: float = 0.1  # ... as are gaps shorter than this share of the median gap, or below a jump of
+    # 1/burst_frac in the sorted gaps (bursts of several connections per beat)
     min_beats: int = 4  # RITA's minimum number of connections
     resolution_s: float = 0.001  # timestamp resolution: the narrowest gap window
     spec_min_beats: int = 8  # fewest beats for the spectral test
@@ -246,7 +247,10 @@ def _pair_stats(t, lo, hi, burst_min, burst_frac, min_beats, res, lattice, dead,
     out[F_EVENTS] = n
     if n == 0:
         return
-    # zero-gap bursts: gaps under burst_min, then gaps under burst_frac of the median remaining gap
+    # zero-gap bursts: gaps under burst_min, then gaps under burst_frac of the median remaining gap; and when the
+    # sorted gaps jump by 1/burst_frac or more (with three or more above the jump), everything below the largest
+    # such jump: an implant that opens two to four connections a second apart at each beat makes most of its gaps
+    # intra-burst, which the median then calls typical
     m = 0
     for i in range(lo + 1, hi):
         g = t[i] - t[i - 1]
@@ -257,6 +261,14 @@ def _pair_stats(t, lo, hi, burst_min, burst_frac, min_beats, res, lattice, dead,
     if m > 0:
         _sort_inplace(tmp, m)
         thr = max(burst_min, burst_frac * _quantile_sorted(tmp, m, 0.5))
+        best = 0.0
+        cut = -1
+        for i in range(m - 3):
+            if tmp[i + 1] > best * tmp[i]:
+                best = tmp[i + 1] / tmp[i]
+                cut = i
+        if cut >= 0 and best * burst_frac >= 1.0:
+            thr = max(thr, tmp[cut + 1])
     beats[0] = t[lo]
     nb = 1
     for i in range(lo + 1, hi):

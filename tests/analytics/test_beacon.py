@@ -138,6 +138,18 @@ def test_bursts_do_not_inflate_the_score():
     assert b[F["score"]] == pytest.approx(a[F["score"]])
 
 
+@pytest.mark.parametrize("seed", [31, 32, 33])
+def test_several_connections_a_second_apart_per_beat_are_one_beat(seed):
+    # most gaps are intra-burst (2-4 connections 0.2-3 s apart at each beat), so the median gap is a burst gap
+    rng = np.random.default_rng(seed)
+    beats = rng_times(seed, "beacon", 35, 2400.0, jitter=0.3, missed=0.2)
+    k = int(rng.integers(2, 5))
+    t = np.sort(np.concatenate([beats] + [beats + rng.uniform(0.2, 3.0, len(beats)) * (i + 1) for i in range(k - 1)]))
+    row = score_of(t)
+    assert row[F["beats"]] == len(beats)
+    assert row[F["score"]] >= 0.9 and 1700 <= row[F["period_s"]] <= 2450, row
+
+
 def test_interleaved_periods_found():
     t = np.sort(np.concatenate([T0 + np.arange(0, 86400, 60.0), T0 + 17 + np.arange(0, 86400, 270.0)]))
     row = score_of(t)

@@ -94,6 +94,11 @@ def pair_stats(times, p: BeaconParams = BeaconParams(), res_pair: float = 0.0, d
     thr = p.burst_min_s
     if gaps0:
         thr = max(p.burst_min_s, p.burst_frac * quantile_sorted(gaps0, 0.5))
+        jumps = [(gaps0[i + 1] / gaps0[i], i) for i in range(len(gaps0) - 3)]
+        if jumps:
+            best = max(jumps, key=lambda r: (r[0], -r[1]))  # the first of equal jumps, as the kernel's strict >
+            if best[0] * p.burst_frac >= 1.0:
+                thr = max(thr, gaps0[best[1] + 1])
     beats = [times[0]]
     for i in range(1, n):
         if times[i] - times[i - 1] >= thr:
