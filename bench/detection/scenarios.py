@@ -11,9 +11,20 @@ sampled (sFlow-thinned) beacons. Intervals 1 s - 1 h (log-uniform), jitter 0-50 
 [S(1-j), S]), 0-30 % missed beats. ``in_limits`` marks the pairs DESIGN §4 asks recall on; a persistent-session beacon is in the limits only when the
 exporter's records can resolve it (period x (1 - jitter) at least twice the record granularity: the idle timeout
 when the session idles between publishes, else the active timeout).
-Benign families: IoT telemetry to allowlisted brokers (reconnecting and persistent), keepalive-only sessions to
-cloud brokers (sliced by the exporter), chat clients (XMPP sessions with bursty human messages), manual
-mosquitto_pub use, NTP, DNS, update checks, web browsing, backups.
+Benign families: IoT telemetry to the brokers the user allowlisted (reconnecting and persistent), keepalive-only
+sessions to cloud brokers (sliced by the exporter), chat clients (XMPP sessions with bursty human messages), manual
+mosquitto_pub use, and, sharing brokers (groups of pairs): job queues (5-20 app servers sending bursts of 0.5-5 MB
+messages to an internal AMQP broker), lab brokers (1-6 people publishing by hand), internal sensor fleets (20-80
+sensors every 60 s to a site broker), cloud sensor fleets (10-50 sensors in the same rhythm to one outside broker
+that is not allowlisted), monitoring polls (a monitor connecting to every internal broker port every 60-300 s),
+backups and syncs over AMQP/MQTT to an internal broker; and outside pub/sub: NTP, DNS, update checks, web browsing,
+SSH backups, CDN keepalives. Internal brokers sit in 10.200.0.0/16 and are not allowlisted: they are scored with
+InternalNetworks at its default, as on a user's site. The only allowlist is the user's own cloud IoT brokers
+(``ALLOWLIST``).
+A C2 broker reached through a dynamic-DNS name is not modelled: the flow model carries no DNS answers (the
+raw-traffic world of bench/detection/pcapworld.py does). ``c2_fleet`` (the same implant on 10-30 hosts beaconing to
+one outside broker in one rhythm, with no other evidence) is reported outside the limits: the fleet rule reads that
+shape as infrastructure (docs/architecture.md says why, and what still makes it alert).
 """
 
 from __future__ import annotations
@@ -28,16 +39,24 @@ from analytics.schema import APP_PROTOCOL_ID, COLUMNS, FLOW_DTYPE, FlowBatch
 NS = 1_000_000_000
 T0 = 1_767_225_600  # 2026-01-01 00:00:00 UTC
 SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
-ALLOWLIST = ("10.50.0.0/16",)
+#: The user's own cloud IoT brokers (the only allowlist the world's config writes).
+ALLOWLIST = ("198.19.250.0/24",)
 PUBSUB_PORTS = {"mqtt": (1883, 8883), "amqp": (5672, 5671), "xmpp": (5222, 5223), "stomp": (61613,), "nats": (4222,)}
 C2_FAMILIES = ("c2_reconnect", "c2_persistent", "c2_sleep_change", "c2_interleaved", "c2_exfil", "c2_nonstd_port",
-               "c2_bursty", "c2_sampled", "c2_persistent_fast")
+               "c2_bursty", "c2_sampled", "c2_persistent_fast", "c2_fleet")
 #: Families outside DESIGN §4's limits by construction (reported, not in the headline recall).
 OUT_OF_LIMITS = {"c2_sampled": "sFlow thinning keeps 20-60 % of connections (beyond 30 % missed beats)",
                  "c2_persistent_fast": "publishes inside one connection more often than the exporter's idle timeout: "
-                                       "slices carry no timing"}
-BENIGN_PUBSUB = ("iot_allowlisted", "iot_allowlisted_session", "keepalive_session", "chat_client", "manual_pub")
-BENIGN_OTHER = ("ntp", "dns", "update_check", "web", "backup")
+                                       "slices carry no timing",
+                 "c2_fleet": "the same implant on 10-30 hosts in one rhythm to one outside broker, with no reputation "
+                             "hit or topic: the fleet rule reads it as infrastructure (a documented blind spot)"}
+BENIGN_PUBSUB = ("iot_allowlisted", "iot_allowlisted_session", "keepalive_session", "chat_client", "manual_pub",
+                 "internal_jobqueue", "internal_lab_broker", "internal_sensor_fleet", "cloud_sensor_fleet",
+                 "backup_sync", "monitoring_poll")
+#: Families made as groups of pairs sharing one broker: (smallest, largest) group.
+GROUPS = {"internal_jobqueue": (5, 20), "internal_lab_broker": (1, 6), "internal_sensor_fleet": (20, 80),
+          "cloud_sensor_fleet": (10, 50), "backup_sync": (2, 8), "c2_fleet": (10, 30)}
+BENIGN_OTHER = ("ntp", "dns", "update_check", "web", "backup", "cdn_keepalive")
 
 
 @dataclass
@@ -184,7 +203,7 @@ def make_c2(family: str, p: Pair, rng, dur):
     exp = Exporter(rng)
     q["exporter"] = {"idle_s": exp.idle, "active_s": exp.active, "flags": exp.flags}
     S, j, m = q["period_s"], q["jitter"], q["missed"]
-    if family in ("c2_reconnect", "c2_nonstd_port"):
+    if family in ("c2_reconnect", "c2_nonstd_port", "c2_fleet"):
         _short_connections(p, rng, _beats(rng, 0, dur, S, j, m), exp)
     elif family == "c2_bursty":
         t = _beats(rng, 0, dur, S, j, m)
@@ -275,19 +294,88 @@ def make_benign(family: str, p: Pair, rng, dur):
     elif family == "backup":
         t = _beats(rng, 0, dur, float(rng.choice([3600.0, 86400.0 / 4])), 0.0, 0.0)
         _short_connections(p, rng, t, exp, 1e6, 5e7, 1000, 40000)
+    elif family == "cdn_keepalive":
+        # a browser or an app holding a connection to a CDN edge open: a small keepalive every 30-120 s
+        _session(p, rng, 0.0, dur, exp, float(rng.choice([30.0, 45.0, 60.0, 120.0])), closed=False)
+    elif family in ("internal_sensor_fleet", "cloud_sensor_fleet"):
+        # the group's firmware decides the rhythm (p.params from _group_params); each sensor its own phase
+        S = p.params["period_s"]
+        if p.params["mode"] == "session":
+            _session(p, rng, 0.0, dur, exp, 60.0, _beats(rng, 0, dur, S, 0.05, 0.02), pub_bytes=(80, 400),
+                     closed=False)
+        else:
+            _short_connections(p, rng, _beats(rng, 0, dur, S, 0.05, 0.02), exp, 150, 600)
+    elif family == "internal_jobqueue":
+        # an app server publishing jobs in bursts (batch runs, user activity): one connection per burst carrying
+        # 1-20 messages of 0.5-5 MB each
+        bursts = np.sort(rng.uniform(0, dur, rng.poisson(dur / 3600.0 * rng.uniform(1.0, 10.0))))
+        k = len(bursts)
+        msgs = rng.integers(1, 21, k)
+        nbytes = np.array([rng.uniform(0.5e6, 5e6, m).sum() for m in msgs]).round()
+        n_pk = np.ceil(nbytes / 1400.0) + 4
+        _append(p, bursts, bursts + n_pk * 0.002 + rng.exponential(2.0, k), rng.integers(32768, 61000, k),
+                nbytes, n_pk, np.full(k, SYN | ACK | PSH | FIN) if exp.flags else np.zeros(k), exp)
+    elif family == "internal_lab_broker":
+        # people trying things by hand against the lab broker: clusters of one-shot publishes, some large payloads
+        starts = rng.uniform(0, dur, rng.poisson(rng.uniform(2, 15)))
+        t = [s + np.cumsum(rng.exponential(rng.uniform(3, 120), rng.integers(1, 20))) for s in starts]
+        if t:
+            _short_connections(p, rng, np.sort(np.concatenate(t)), exp, 100, 20000)
+    elif family == "backup_sync":
+        # a host syncing to the site's broker on the group's schedule: large transfers, each host its own phase
+        t = _beats(rng, 0, dur, p.params["period_s"], 0.02, 0.0)
+        _short_connections(p, rng, t, exp, 1e6, 2e8, 1000, 140000)
+    elif family == "monitoring_poll":
+        # the monitor's check: connect, CONNECT/CONNACK (or AMQP handshake), disconnect, on the monitor's period
+        _short_connections(p, rng, _beats(rng, 0, dur, p.params["period_s"], 0.02, 0.0), exp, 180, 420, 6, 11)
     else:
         raise ValueError(family)
 
 
-_OTHER_PORTS = {"ntp": (123, 17), "dns": (53, 17), "update_check": (443, 6), "web": (443, 6), "backup": (22, 6)}
+def _group_sizes(rng, total: int, lo: int, hi: int) -> list[int]:
+    """Group sizes in [lo, hi] adding up to total (a remainder below lo joins the group before it)."""
+    sizes: list[int] = []
+    while sum(sizes) < total:
+        sizes.append(int(rng.integers(lo, hi + 1)))
+    sizes[-1] -= sum(sizes) - total
+    if sizes[-1] < lo and len(sizes) > 1:
+        last = sizes.pop()
+        sizes[-1] += last
+    return sizes
+
+
+def _group_params(family: str, rng) -> tuple[str, tuple[int, ...], dict]:
+    """The protocol, the ports to choose from and the parameters shared by a group's pairs."""
+    if family in ("internal_sensor_fleet", "cloud_sensor_fleet"):
+        return "mqtt", (1883, 8883), {"period_s": 60.0, "mode": str(rng.choice(["reconnect", "session"]))}
+    if family == "internal_jobqueue":
+        return "amqp", (5672, 5671), {}
+    if family == "internal_lab_broker":
+        return "mqtt", (1883,), {}
+    if family == "backup_sync":
+        proto, _ = _pubsub_port(rng)
+        proto = "amqp" if proto != "mqtt" else "mqtt"
+        return proto, PUBSUB_PORTS[proto], {"period_s": float(rng.choice([900.0, 3600.0, 21600.0]))}
+    raise ValueError(family)
+
+
+_OTHER_PORTS = {"ntp": (123, 17), "dns": (53, 17), "update_check": (443, 6), "web": (443, 6), "backup": (22, 6),
+                "cdn_keepalive": (443, 6)}
+
+
+def _quotas(n: int, families: tuple[str, ...]) -> dict[str, int]:
+    """Pairs per family: n spread over the families in turn."""
+    return {f: len(range(i, n, len(families))) for i, f in enumerate(families)}
 
 
 def build_world(seed: int, n_c2: int = 100, n_benign_pubsub: int = 5000, n_benign_other: int = 5000,
                 duration_s: float = 86400.0) -> World:
-    """A labelled world: n_c2 C2 pairs spread over C2_FAMILIES, benign pub/sub and other pairs."""
+    """A labelled world: n_c2 C2 pairs spread over C2_FAMILIES, benign pub/sub and other pairs (group families
+    in groups of pairs sharing one broker)."""
     rng = np.random.default_rng(seed)
     pairs: list[Pair] = []
     host = iter(range(1, 1 << 20))
+    broker = iter(range(1, 1 << 16))
 
     def src():
         h = next(host)
@@ -296,35 +384,81 @@ def build_world(seed: int, n_c2: int = 100, n_benign_pubsub: int = 5000, n_benig
     def ext():
         return (198 << 24) | (18 << 16) | int(rng.integers(1, 1 << 16))
 
-    for i in range(n_c2):
-        fam = C2_FAMILIES[i % len(C2_FAMILIES)]
-        proto, port = _pubsub_port(rng)
-        app = 0
-        if fam == "c2_nonstd_port":
-            proto, port, app = "mqtt", int(rng.choice([4444, 8080, 9001, 10443, 2883, 31337])), APP_PROTOCOL_ID["mqtt"]
-        q = _c2_params(rng)
-        if fam == "c2_persistent":
-            q["period_s"] = float(np.exp(rng.uniform(np.log(150.0), np.log(3600.0))))
-        if fam == "c2_persistent_fast":
-            q["period_s"] = float(rng.uniform(1.0, 10.0))
-        p = Pair(src(), ext(), port, 6, fam, "c2", dict(q, protocol=proto), app)
-        make_c2(fam, p, rng, duration_s)
-        pairs.append(p)
-    for i in range(n_benign_pubsub):
-        fam = BENIGN_PUBSUB[i % len(BENIGN_PUBSUB)]
-        proto, port = _pubsub_port(rng)
-        if fam == "chat_client":
-            proto, port = "xmpp", 5222
-        dst = (10 << 24) | (50 << 16) | int(rng.integers(1, 1 << 16)) if fam.startswith("iot_allowlisted") else ext()
-        p = Pair(src(), dst, port, 6, fam, "benign", {"protocol": proto})
-        make_benign(fam, p, rng, duration_s)
-        pairs.append(p)
-    for i in range(n_benign_other):
-        fam = BENIGN_OTHER[i % len(BENIGN_OTHER)]
+    def site_broker():  # the site's own brokers: 10.200.0.0/16, inside InternalNetworks' default, not allowlisted
+        h = next(broker)
+        return (10 << 24) | (200 << 16) | ((h // 250) << 8) | (h % 250 + 1)
+
+    def cloud_broker():  # outside brokers shared by a fleet: 198.19.0.0/17 (not allowlisted)
+        h = next(broker)
+        return (198 << 24) | (19 << 16) | ((h // 250) << 8) | (h % 250 + 1)
+
+    def allowlisted():  # the user's cloud IoT brokers (ALLOWLIST), a few addresses
+        return (198 << 24) | (19 << 16) | (250 << 8) | int(rng.integers(1, 9))
+
+    for fam, quota in _quotas(n_c2, C2_FAMILIES).items():
+        if fam == "c2_fleet":  # one implant on many hosts: one broker, one schedule
+            for size in _group_sizes(rng, quota, *GROUPS[fam]):
+                proto, port = _pubsub_port(rng)
+                dst, q = ext(), dict(_c2_params(rng), protocol=proto, group_size=size)
+                for _ in range(size):
+                    p = Pair(src(), dst, port, 6, fam, "c2", dict(q))
+                    make_c2(fam, p, rng, duration_s)
+                    pairs.append(p)
+            continue
+        for _ in range(quota):
+            proto, port = _pubsub_port(rng)
+            app = 0
+            if fam == "c2_nonstd_port":
+                proto, port, app = "mqtt", int(rng.choice([4444, 8080, 9001, 10443, 2883, 31337])), \
+                    APP_PROTOCOL_ID["mqtt"]
+            q = _c2_params(rng)
+            if fam == "c2_persistent":
+                q["period_s"] = float(np.exp(rng.uniform(np.log(150.0), np.log(3600.0))))
+            if fam == "c2_persistent_fast":
+                q["period_s"] = float(rng.uniform(1.0, 10.0))
+            p = Pair(src(), ext(), port, 6, fam, "c2", dict(q, protocol=proto), app)
+            make_c2(fam, p, rng, duration_s)
+            pairs.append(p)
+    site_brokers: list[tuple[int, int, str]] = []
+    quotas = _quotas(n_benign_pubsub, BENIGN_PUBSUB)
+    for fam, quota in quotas.items():
+        if fam == "monitoring_poll":
+            continue
+        if fam in GROUPS:
+            for size in _group_sizes(rng, quota, *GROUPS[fam]):
+                proto, ports, q = _group_params(fam, rng)
+                port = int(rng.choice(ports))
+                dst = cloud_broker() if fam == "cloud_sensor_fleet" else site_broker()
+                if fam != "cloud_sensor_fleet":
+                    site_brokers.append((dst, port, proto))
+                for _ in range(size):
+                    p = Pair(src(), dst, port, 6, fam, "benign", dict(q, protocol=proto, group_size=size))
+                    make_benign(fam, p, rng, duration_s)
+                    pairs.append(p)
+            continue
+        for _ in range(quota):
+            proto, port = _pubsub_port(rng)
+            if fam == "chat_client":
+                proto, port = "xmpp", 5222
+            dst = allowlisted() if fam.startswith("iot_allowlisted") else ext()
+            p = Pair(src(), dst, port, 6, fam, "benign", {"protocol": proto})
+            make_benign(fam, p, rng, duration_s)
+            pairs.append(p)
+    # monitors: each checks every site broker's port on its own period, until the family's quota is used
+    quota = quotas["monitoring_poll"]
+    while quota > 0 and site_brokers:
+        mon, period = src(), float(rng.uniform(60.0, 300.0))
+        for dst, port, proto in site_brokers[:quota]:
+            p = Pair(mon, dst, port, 6, "monitoring_poll", "benign", {"protocol": proto, "period_s": period})
+            make_benign("monitoring_poll", p, rng, duration_s)
+            pairs.append(p)
+        quota -= min(quota, len(site_brokers))
+    for fam, quota in _quotas(n_benign_other, BENIGN_OTHER).items():
         port, ipproto = _OTHER_PORTS[fam]
-        p = Pair(src(), ext(), port, ipproto, fam, "benign", {})
-        make_benign(fam, p, rng, duration_s)
-        pairs.append(p)
+        for _ in range(quota):
+            p = Pair(src(), ext(), port, ipproto, fam, "benign", {})
+            make_benign(fam, p, rng, duration_s)
+            pairs.append(p)
     return World(seed, duration_s, pairs, _to_batch(pairs, duration_s))
 
 
