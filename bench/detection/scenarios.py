@@ -3,7 +3,8 @@
 Virtual time, seeded (numpy Generator): the same seed gives the same world, different seeds different worlds. Flows
 are generated per pair as columns (start, end, source port, bytes, packets, TCP flags), then passed through an
 exporter model: each pair is seen by an exporter with an idle timeout, an active timeout, and TCP flags exported or
-not, so one long session comes out as the slices a real NetFlow/IPFIX exporter would send.
+not, so one long session comes out as the slices a real NetFlow/IPFIX exporter would send. The pairs of a group (a
+fleet, a job queue's servers, one monitor's checks) share one exporter, as hosts on one network segment do.
 
 C2 families (label "c2"): reconnect-per-beacon, persistent session (publishes inside one connection), sleep change,
 interleaved periods, exfil bursts, MQTT on a non-standard port (recognised by the flow meter), bursts per beat, and
@@ -198,9 +199,9 @@ def _pubsub_port(rng):
     return proto, int(rng.choice(PUBSUB_PORTS[proto]))
 
 
-def make_c2(family: str, p: Pair, rng, dur):
+def make_c2(family: str, p: Pair, rng, dur, exp: Exporter | None = None):
     q = p.params
-    exp = Exporter(rng)
+    exp = Exporter(rng) if exp is None else exp
     q["exporter"] = {"idle_s": exp.idle, "active_s": exp.active, "flags": exp.flags}
     S, j, m = q["period_s"], q["jitter"], q["missed"]
     if family in ("c2_reconnect", "c2_nonstd_port", "c2_fleet"):
@@ -244,8 +245,8 @@ def make_c2(family: str, p: Pair, rng, dur):
         raise ValueError(family)
 
 
-def make_benign(family: str, p: Pair, rng, dur):
-    exp = Exporter(rng)
+def make_benign(family: str, p: Pair, rng, dur, exp: Exporter | None = None):
+    exp = Exporter(rng) if exp is None else exp
     p.params["exporter"] = {"idle_s": exp.idle, "active_s": exp.active, "flags": exp.flags}
     if family == "iot_allowlisted":
         S = float(rng.choice([10.0, 30.0, 60.0, 300.0, 900.0]))
@@ -400,9 +401,10 @@ def build_world(seed: int, n_c2: int = 100, n_benign_pubsub: int = 5000, n_benig
             for size in _group_sizes(rng, quota, *GROUPS[fam]):
                 proto, port = _pubsub_port(rng)
                 dst, q = ext(), dict(_c2_params(rng), protocol=proto, group_size=size)
+                exp = Exporter(rng)  # one site: its hosts' flows go through the same exporter
                 for _ in range(size):
                     p = Pair(src(), dst, port, 6, fam, "c2", dict(q))
-                    make_c2(fam, p, rng, duration_s)
+                    make_c2(fam, p, rng, duration_s, exp)
                     pairs.append(p)
             continue
         for _ in range(quota):
@@ -431,9 +433,10 @@ def build_world(seed: int, n_c2: int = 100, n_benign_pubsub: int = 5000, n_benig
                 dst = cloud_broker() if fam == "cloud_sensor_fleet" else site_broker()
                 if fam != "cloud_sensor_fleet":
                     site_brokers.append((dst, port, proto))
+                exp = Exporter(rng)  # a group sits on one network segment: one exporter sees all its flows
                 for _ in range(size):
                     p = Pair(src(), dst, port, 6, fam, "benign", dict(q, protocol=proto, group_size=size))
-                    make_benign(fam, p, rng, duration_s)
+                    make_benign(fam, p, rng, duration_s, exp)
                     pairs.append(p)
             continue
         for _ in range(quota):
@@ -447,10 +450,10 @@ def build_world(seed: int, n_c2: int = 100, n_benign_pubsub: int = 5000, n_benig
     # monitors: each checks every site broker's port on its own period, until the family's quota is used
     quota = quotas["monitoring_poll"]
     while quota > 0 and site_brokers:
-        mon, period = src(), float(rng.uniform(60.0, 300.0))
+        mon, period, exp = src(), float(rng.uniform(60.0, 300.0)), Exporter(rng)
         for dst, port, proto in site_brokers[:quota]:
             p = Pair(mon, dst, port, 6, "monitoring_poll", "benign", {"protocol": proto, "period_s": period})
-            make_benign("monitoring_poll", p, rng, duration_s)
+            make_benign("monitoring_poll", p, rng, duration_s, exp)
             pairs.append(p)
         quota -= min(quota, len(site_brokers))
     for fam, quota in _quotas(n_benign_other, BENIGN_OTHER).items():
