@@ -61,7 +61,7 @@ class DetectorParams:
     max_per_pair: int = 50_000
     max_rows: int = 20_000_000
     update_min_delta: float = 5.0  # a later evaluation re-emits an alert when its score moves this much
-    fleet_min_clients: int = 3  # a broker with at least this many clients ...
+    fleet_min_clients: int = 5  # a broker with at least this many clients ...
     fleet_similar_share: float = 0.5  # ... this share of them beaconing in one rhythm is a fleet (infrastructure)
     rhythm_tolerance: float = 0.25  # periods within this relative distance are "the same rhythm"
     internal_score_factor: float = 0.6  # site-internal evidence: most of it is normal work, so a lower severity
@@ -368,8 +368,6 @@ class Detector:
         src_in = cfg.internal.match(k["src_hi"], k["src_lo"]) >= 0
         site = cfg.internal.match(k["dst_hi"], k["dst_lo"]) >= 0  # the broker is the site's own
         beacon = b[:, BF["score"]] >= p.beacon_threshold
-        if "broker_clients" in s:  # a site broker's beacons alert only from a lone client (the C2 shape)
-            beacon &= ~site | (s["broker_clients"] == 1)
         hf = (b[:, BF["beats"]] >= p.hf_min_beats) & (b[:, BF["span_s"]] > 0) & \
             (b[:, BF["span_s"]] / np.maximum(b[:, BF["beats"]] - 1, 1) <= p.hf_max_period_s)
         exfil = (y[:, YF["long_events"]] >= p.exfil_min_long_events) & \
@@ -380,6 +378,13 @@ class Detector:
             if len(cfg.reputation) else np.full(len(b), -1)
         unusual = (s["app_proto"] != 0) & ~np.isin(k["dst_port"], self._ports)
         topic = s["topic_score"] >= cfg.TopicAnomalyScore.threshold
+        if "broker_clients" in s:
+            # a site broker's beacons alert only from a lone client (the C2 shape); an outside broker's only when
+            # the pair is not one of a fleet (many clients in one rhythm: infrastructure), unless a reputation hit
+            # (an operator's list, the shipped public-broker/dynamic-DNS list) or an anomalous topic says otherwise
+            fleet = (s["broker_clients"] >= p.fleet_min_clients) & \
+                (s["broker_similar_share"] >= p.fleet_similar_share)
+            beacon &= np.where(site, s["broker_clients"] == 1, ~fleet | (rep >= 0) | topic)
         # inside the site, publishing often, large job messages and brokers on their own ports are normal work: only
         # data leaving the site is exfil, and only reputation, a lone beacon or a topic alerts on a site broker
         exfil &= ~site
@@ -551,7 +556,8 @@ class Detector:
             nc, sh = pclients[j], pshare[j]
             role = "lone" if nc == 1 else "fleet" if nc >= fleet_n and sh >= fleet_share else "shared"
             evidence["direction"] = DIRECTIONS[dir_l[j]]
-            evidence["broker_population"] = {"clients": nc, "similar_rhythm_share": sh, "role": role}
+            evidence["broker_population"] = {"clients": nc, "similar_rhythm_share": sh, "role": role,
+                                             "why": population_why(role, nc, sh, site_l[j], fb_l[j])}
             if site_l[j]:
                 reasons["InternalNetworks"] = (
                     f"the broker is inside InternalNetworks ({DIRECTIONS[dir_l[j]]}), where frequent publication, "
@@ -566,6 +572,22 @@ class Detector:
 
 #: Direction classes of a pair by InternalNetworks (the index is ``_fired_arrays``' "direction").
 DIRECTIONS = ("internal→external", "internal→internal", "external→internal", "external→external")
+
+
+def population_why(role: str, clients: int, share: float, site: bool, beaconing: bool) -> str:
+    """The sentence of evidence.broker_population: what the broker's population says about the pair."""
+    if role == "lone":
+        return "the only client of this broker in the window: a lone host beaconing to a broker nobody else uses " \
+               "is the C2 shape"
+    text = f"{clients} clients of this broker, {share:.0%} of them beaconing in this pair's rhythm"
+    if role == "shared":
+        return text + ": not a fleet"
+    text += ": a fleet (infrastructure such as sensors or agents)"
+    if site:
+        return text + ", so its beacon does not alert inside the site"
+    if beaconing:
+        return text + "; its beacon alerts only because other evidence corroborates it (reputation or topic)"
+    return text + ", so its beacon alone does not alert"
 
 
 def _broker_ids(k: dict) -> tuple[np.ndarray, int]:
@@ -632,4 +654,4 @@ def _reputation_alerts(label: str) -> bool:
     return not label.startswith("default_reputation.txt:")
 
 
-__all__ = ["Detector", "DetectorParams", "Alert", "DIRECTIONS", "broker_population"]
+__all__ = ["Detector", "DetectorParams", "Alert", "DIRECTIONS", "broker_population", "population_why"]

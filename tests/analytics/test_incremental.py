@@ -18,14 +18,15 @@ T0 = 1_767_225_600
 SYN, FIN, PSH, ACK = 0x02, 0x01, 0x08, 0x10
 
 
-def world(seed: int, n_pairs: int = 24, hours: float = 5.0):
-    """Per-pair (times, kind) of a small world: beacons, random publishers, exporter-sliced sessions, bursts."""
+def world(seed: int, n_pairs: int = 24, hours: float = 5.0, fleet: int = 0):
+    """Per-pair (times, kind) of a small world: beacons, random publishers, exporter-sliced sessions, bursts; the
+    first ``fleet`` pairs beacon every 60 s (fleets on the three brokers)."""
     rng = np.random.default_rng(seed)
     pairs = []
     for p in range(n_pairs):
-        kind = p % 5
+        kind = 0 if p < fleet else p % 5
         if kind == 0:  # jittered beacon
-            period = float(rng.choice([30.0, 60.0, 300.0]))
+            period = 60.0 if p < fleet else float(rng.choice([30.0, 60.0, 300.0]))
             t = np.cumsum(rng.uniform(period * 0.7, period, int(hours * 3600 / period)))
         elif kind == 1:  # random publisher
             t = np.cumsum(rng.exponential(120.0, int(hours * 30)))
@@ -90,10 +91,10 @@ def assert_same_pass(inc: Detector, full: Detector, a_inc, a_full):
 
 def replay(seed: int, window: str = "2h", cadence_s: float = 600.0, max_per_pair: int = 120, max_rows: int = 2000,
            allow: tuple = ("198.18.0.2/32",), hours: float = 5.0, n_pairs: int = 24,
-           internal: tuple | None = None) -> tuple[int, Detector]:
+           internal: tuple | None = None, fleet: int = 0) -> tuple[int, Detector]:
     """Feed the same batches to an incremental and a full-recompute Detector; compare after every pass."""
     rng = np.random.default_rng(seed + 1)
-    pairs = world(seed, n_pairs, hours)
+    pairs = world(seed, n_pairs, hours, fleet)
     cfg = Config.from_mapping({"TimeWindow": {"window": window, "cadence": "10m"},
                                "BrokerAllowList": list(allow),
                                **({"InternalNetworks": list(internal)} if internal is not None else {})})
@@ -130,6 +131,17 @@ def test_incremental_equals_full_with_site_brokers_whose_population_changes():
     emitted, inc = replay(11, window="1h", max_per_pair=15, max_rows=120, allow=(), cadence_s=300.0,
                           internal=("198.18.0.0/24",), n_pairs=13)
     assert emitted > 0 and inc.window.stats.evicted_pairs
+
+
+def test_incremental_equals_full_with_outside_fleets_whose_population_changes():
+    # outside brokers shared by clients in one rhythm: a fleet's beacons are quiet until evictions and expiry thin
+    # the fleet below fleet_min_clients, then they alert (and back), with no new rows of their own
+    emitted, inc = replay(13, window="1h", max_per_pair=40, max_rows=400, allow=(), cadence_s=300.0, n_pairs=27,
+                          fleet=21)
+    assert emitted > 0 and inc.window.stats.evicted_pairs
+    keys = {name: v[inc._order] for name, v in inc.window.keys.items()}
+    pop = inc._population(keys, inc.last_scores["beacon"])
+    assert ((pop["broker_clients"] >= 5) & (pop["broker_similar_share"] >= 0.5)).any()  # fleets were in play
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))

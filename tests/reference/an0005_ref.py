@@ -8,7 +8,7 @@ from analytics.beacon import F as BF
 from analytics.bytestats import F as YF
 import math
 
-from analytics.detections.an0005 import DIRECTIONS, _reputation_alerts
+from analytics.detections.an0005 import DIRECTIONS, _reputation_alerts, population_why
 from analytics.schema import APP_PROTOCOLS
 
 
@@ -110,7 +110,9 @@ def alert_ref(self, seg, s: dict, fired: dict, i: int, window_start: int) -> Ale
     role = "lone" if nc == 1 else "fleet" if nc >= p.fleet_min_clients and share >= p.fleet_similar_share \
         else "shared"
     evidence["direction"] = direction
-    evidence["broker_population"] = {"clients": nc, "similar_rhythm_share": round(share, 3), "role": role}
+    evidence["broker_population"] = {"clients": nc, "similar_rhythm_share": round(share, 3), "role": role,
+                                     "why": population_why(role, nc, round(share, 3), bool(fired["site"][i]),
+                                                            bool(fired["beacon"][i]))}
     if rep >= 0:
         evidence["reputation_hit"] = cfg.reputation.labels[rep]
     return Alert("AN0005", int(s["last_ns"][i]), (int(k["src_hi"][i]), int(k["src_lo"][i])),

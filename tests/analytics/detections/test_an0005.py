@@ -189,7 +189,8 @@ def test_lone_internal_beacon_alerts_lower_with_its_reason():
     a, b = inside[0], outside[0]
     assert a.evidence["analytics"] == b.evidence["analytics"] == ["beaconing"]
     assert a.evidence["direction"] == "internal→internal" and b.evidence["direction"] == "internal→external"
-    assert a.evidence["broker_population"] == {"clients": 1, "similar_rhythm_share": 1.0, "role": "lone"}
+    pop = dict(a.evidence["broker_population"])
+    assert "C2 shape" in pop.pop("why") and pop == {"clients": 1, "similar_rhythm_share": 1.0, "role": "lone"}
     assert "lone client" in a.evidence["why"]["InternalNetworks"] and "InternalNetworks" not in b.evidence["why"]
     assert a.score < b.score and a.to_dict()["event"]["severity"] < b.to_dict()["event"]["severity"]
 
@@ -204,6 +205,68 @@ def test_internal_networks_key_is_validated_and_decides_the_class():
         assert "InternalNetworks.1" in str(e)
     else:
         raise AssertionError("a host:port entry must be refused")
+
+
+def listed(address, label):
+    """A Config whose reputation set holds one address under label (as the collector builds it)."""
+    hi, lo = ip_to_words(address)
+    mask = (1 << 64) - 1
+    rep = AddressSet(np.array([hi], np.uint64), np.array([lo], np.uint64), np.array([mask], np.uint64),
+                     np.array([mask], np.uint64), np.array([-1], np.int32), (), (label,))
+    return dataclasses.replace(Config(), reputation=rep)
+
+
+def cloud_fleet(n=20, dst="198.18.7.7", period=60.0):
+    """n internal sensors publishing every period seconds to one outside broker, each its own phase."""
+    return [flows(beacon_times(period, 0.05, seed=s) + s * 1.7, src=f"10.4.0.{s + 1}", dst=dst, dport=8883)
+            for s in range(n)]
+
+
+def test_sensor_fleet_to_an_outside_broker_is_quiet():
+    det, alerts = run(Config(), concat(*cloud_fleet()))
+    assert alerts == []
+    assert det.last_scores["beacon"].shape[0] == 20  # scored, not dropped
+
+
+def test_the_same_fleet_alerts_with_a_reputation_hit_and_says_it_is_a_fleet():
+    for label in ("intel.csv:198.18.7.7", "default_reputation.txt:dyndns"):  # an operator's list; the shipped one
+        alerts = run(listed("198.18.7.7", label), concat(*cloud_fleet()))[1]
+        assert len(alerts) == 20
+        for a in alerts:
+            assert "beaconing" in a.evidence["analytics"] and a.evidence["reputation_hit"] == label
+            pop = a.evidence["broker_population"]
+            assert pop["role"] == "fleet" and pop["clients"] == 20 and pop["similar_rhythm_share"] >= 0.9
+            assert "fleet" in pop["why"] and "corroborates" in pop["why"]
+
+
+def test_the_same_fleet_alerts_on_an_anomalous_topic():
+    fleet = cloud_fleet()
+    fleet[3] = flows(beacon_times(60.0, 0.05, seed=3) + 3 * 1.7, src="10.4.0.4", dst="198.18.7.7", dport=8883,
+                     topic="c2/8f3a9b2c7d1e4f60a9b8c7d6e5f4a3b2")
+    alerts = run(Config(), *fleet)[1]
+    assert [a.src for a in alerts] == [ip_to_words("10.4.0.4")]
+    assert alerts[0].evidence["analytics"] == ["beaconing", "topic_anomaly"]
+
+
+def test_a_lone_beacon_to_the_fleets_broker_alerts():
+    # an implant on one host beaconing to the fleet's broker in its own rhythm, and a lone host on a broker nobody
+    # else uses, both alert; the fleet stays quiet
+    odd = flows(beacon_times(300.0, 0.2, seed=9), src="10.4.9.9", dst="198.18.7.7", dport=8883)
+    alone = flows(beacon_times(60.0, 0.05, seed=4), src="10.4.9.10", dst="198.18.8.8", dport=8883)
+    alerts = run(Config(), concat(*cloud_fleet(), odd, alone))[1]
+    by_src = {a.src: a for a in alerts}
+    assert set(by_src) == {ip_to_words("10.4.9.9"), ip_to_words("10.4.9.10")}
+    shared = by_src[ip_to_words("10.4.9.9")].evidence["broker_population"]
+    assert shared["clients"] == 21 and shared["role"] == "shared" and shared["similar_rhythm_share"] < 0.5
+    lone = by_src[ip_to_words("10.4.9.10")].evidence["broker_population"]
+    assert lone["role"] == "lone" and "C2 shape" in lone["why"]
+
+
+def test_a_few_hosts_in_one_rhythm_are_not_a_fleet():
+    # below fleet_min_clients (5) an outside broker's clients in one rhythm still alert: an implant must be on many
+    # hosts before the fleet rule reads it as infrastructure
+    alerts = run(Config(), concat(*cloud_fleet(4)))[1]
+    assert len(alerts) == 4 and {a.evidence["broker_population"]["role"] for a in alerts} == {"shared"}
 
 
 def test_broker_population_equals_the_plain_loop_twin():
