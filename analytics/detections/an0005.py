@@ -63,7 +63,8 @@ class DetectorParams:
     update_min_delta: float = 5.0  # a later evaluation re-emits an alert when its score moves this much
     fleet_min_clients: int = 5  # a broker with at least this many clients ...
     fleet_similar_share: float = 0.5  # ... this share of them beaconing in one rhythm is a fleet (infrastructure)
-    rhythm_tolerance: float = 0.25  # periods within this relative distance are "the same rhythm"
+    rhythm_tolerance: float = 0.25  # periods within this relative distance (of P or P/2) are "the same rhythm"
+    poller_min_brokers: int = 3  # a source beaconing in one rhythm to this many brokers is a poller (monitoring)
     internal_score_factor: float = 0.6  # site-internal evidence: most of it is normal work, so a lower severity
 
 
@@ -252,8 +253,9 @@ class Detector:
         if window_start != self._alert_ws:  # roll-over: every alert key changes, every firing pair is re-alerted
             cand = order[self._fires[order]]
             self._alert_ws = window_start
-        else:  # only pairs whose rows changed, or whose broker's population did, can change their alerts
-            touched = _same_broker(k_order, {name: v[dirty] for name, v in w.keys.items()})
+        else:  # only pairs whose rows changed, or whose broker's or source's population did, can change alerts
+            dk = {name: v[dirty] for name, v in w.keys.items()}
+            touched = _same_group(k_order, dk, BROKER_KEY) | _same_group(k_order, dk, SOURCE_KEY)
             cand = order[self._fires[order] & touched]
         c = self._cache
         s = {name: c[name][cand] for name in _CACHED + ("events",)}
@@ -354,11 +356,13 @@ class Detector:
         return self._fired_arrays(seg.keys, s)["any"]
 
     def _population(self, k: dict, beacon: np.ndarray) -> dict:
-        """Per pair, its broker's population among the scored pairs (see broker_population)."""
+        """Per pair, its broker's population among the scored pairs (see broker_population), and its source's
+        (source_rhythm_brokers)."""
         p = self.params
-        clients, share = broker_population(k, beacon[:, BF["period_s"]],
-                                           beacon[:, BF["score"]] >= p.beacon_threshold, p.rhythm_tolerance)
-        return {"broker_clients": clients, "broker_similar_share": share}
+        period, beaconing = beacon[:, BF["period_s"]], beacon[:, BF["score"]] >= p.beacon_threshold
+        clients, share = broker_population(k, period, beaconing, p.rhythm_tolerance)
+        fanout = source_rhythm_brokers(k, period, beaconing, p.rhythm_tolerance)
+        return {"broker_clients": clients, "broker_similar_share": share, "source_rhythm_brokers": fanout}
 
     def _fired_arrays(self, k: dict, s: dict) -> dict:
         """Which analytics fire per pair. Without the broker population in s (the per-slot cache of the incremental
@@ -379,12 +383,14 @@ class Detector:
         unusual = (s["app_proto"] != 0) & ~np.isin(k["dst_port"], self._ports)
         topic = s["topic_score"] >= cfg.TopicAnomalyScore.threshold
         if "broker_clients" in s:
-            # a site broker's beacons alert only from a lone client (the C2 shape); an outside broker's only when
+            # a site broker's beacons alert only from a lone client (the C2 shape) that is not a poller (a monitor
+            # checking many brokers on one schedule); an outside broker's only when
             # the pair is not one of a fleet (many clients in one rhythm: infrastructure), unless a reputation hit
             # (an operator's list, the shipped public-broker/dynamic-DNS list) or an anomalous topic says otherwise
             fleet = (s["broker_clients"] >= p.fleet_min_clients) & \
                 (s["broker_similar_share"] >= p.fleet_similar_share)
-            beacon &= np.where(site, s["broker_clients"] == 1, ~fleet | (rep >= 0) | topic)
+            poller = s["source_rhythm_brokers"] >= p.poller_min_brokers
+            beacon &= np.where(site, (s["broker_clients"] == 1) & ~poller, ~fleet | (rep >= 0) | topic)
         # inside the site, publishing often, large job messages and brokers on their own ports are normal work: only
         # data leaving the site is exfil, and only reputation, a lone beacon or a topic alerts on a site broker
         exfil &= ~site
@@ -502,6 +508,8 @@ class Detector:
         port_proto, topics = self._port_proto, self._topics
         site_l, dir_l = site.tolist(), fired["direction"][idx].tolist()
         pclients, pshare = ints(s["broker_clients"][idx]), r(s["broker_similar_share"][idx], 3)
+        fanout = ints(s["source_rhythm_brokers"][idx])
+        poller_n = self.params.poller_min_brokers
         fleet_n, fleet_share = self.params.fleet_min_clients, self.params.fleet_similar_share
         factor = self.params.internal_score_factor
         out = []
@@ -556,8 +564,9 @@ class Detector:
             nc, sh = pclients[j], pshare[j]
             role = "lone" if nc == 1 else "fleet" if nc >= fleet_n and sh >= fleet_share else "shared"
             evidence["direction"] = DIRECTIONS[dir_l[j]]
-            evidence["broker_population"] = {"clients": nc, "similar_rhythm_share": sh, "role": role,
-                                             "why": population_why(role, nc, sh, site_l[j], fb_l[j])}
+            evidence["broker_population"] = {
+                "clients": nc, "similar_rhythm_share": sh, "role": role, "source_brokers_in_rhythm": fanout[j],
+                "why": population_why(role, nc, sh, site_l[j], fb_l[j], fanout[j] >= poller_n)}
             if site_l[j]:
                 reasons["InternalNetworks"] = (
                     f"the broker is inside InternalNetworks ({DIRECTIONS[dir_l[j]]}), where frequent publication, "
@@ -574,8 +583,11 @@ class Detector:
 DIRECTIONS = ("internal→external", "internal→internal", "external→internal", "external→external")
 
 
-def population_why(role: str, clients: int, share: float, site: bool, beaconing: bool) -> str:
-    """The sentence of evidence.broker_population: what the broker's population says about the pair."""
+def population_why(role: str, clients: int, share: float, site: bool, beaconing: bool, poller: bool = False) -> str:
+    """The sentence of evidence.broker_population: what the broker's and the source's population say."""
+    if role == "lone" and poller and site:
+        return "the only client of this broker in the window, but its source beacons to several brokers in this " \
+               "rhythm: a poller (monitoring), so its beacon does not alert inside the site"
     if role == "lone":
         return "the only client of this broker in the window: a lone host beaconing to a broker nobody else uses " \
                "is the C2 shape"
@@ -590,27 +602,55 @@ def population_why(role: str, clients: int, share: float, site: bool, beaconing:
     return text + ", so its beacon alone does not alert"
 
 
-def _broker_ids(k: dict) -> tuple[np.ndarray, int]:
-    """Dense id of each row's broker (destination address, port) and the number of brokers."""
-    if not len(k["dst_port"]):
+#: The columns naming a pair's broker, and its source.
+BROKER_KEY = ("dst_hi", "dst_lo", "dst_port")
+SOURCE_KEY = ("src_hi", "src_lo")
+
+
+def _group_ids(k: dict, names: tuple[str, ...]) -> tuple[np.ndarray, int]:
+    """Dense id of each row's group (equal values in the columns names) and the number of groups."""
+    n = len(k[names[0]])
+    if not n:
         return np.zeros(0, np.int64), 0
-    order = np.lexsort((k["dst_port"], k["dst_lo"], k["dst_hi"]))
-    hi, lo, port = k["dst_hi"][order], k["dst_lo"][order], k["dst_port"][order]
-    new = np.ones(len(order), bool)
-    new[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1]) | (port[1:] != port[:-1])
-    ids = np.empty(len(order), np.int64)
+    order = np.lexsort(tuple(k[c] for c in reversed(names)))
+    new = np.zeros(n, bool)
+    new[0] = True
+    for c in names:
+        v = k[c][order]
+        new[1:] |= v[1:] != v[:-1]
+    ids = np.empty(n, np.int64)
     ids[order] = np.cumsum(new) - 1
     return ids, int(new.sum())
 
 
-def _same_broker(k: dict, other: dict) -> np.ndarray:
-    """Per row of k: does a row of other name the same broker."""
-    n = len(k["dst_port"])
-    both = {name: np.concatenate([k[name], other[name]]) for name in ("dst_hi", "dst_lo", "dst_port")}
-    ids, nb = _broker_ids(both)
-    hit = np.zeros(nb, bool)
+def _same_group(k: dict, other: dict, names: tuple[str, ...]) -> np.ndarray:
+    """Per row of k: does a row of other have the same values in the columns names (the same broker, source)."""
+    n = len(k[names[0]])
+    both = {name: np.concatenate([k[name], other[name]]) for name in names}
+    ids, ng = _group_ids(both, names)
+    hit = np.zeros(ng, bool)
     hit[ids[n:]] = True
     return hit[ids[:n]]
+
+
+#: A pair is in a schedule's rhythm at its period or at twice it: the same schedule seen with every other beat missed,
+#: as an exporter's slicing or the stitcher's keepalive baseline can make a fleet member look.
+HARMONICS = (1, 2)
+
+
+def _similar_in_group(ids: np.ndarray, period_s: np.ndarray, beaconing: np.ndarray, tolerance: float) -> np.ndarray:
+    """Per row, the beaconing rows of its group whose period is within ``tolerance`` (relative) of its own, or of
+    its own divided by 2 (HARMONICS; a tolerance below 0.41 keeps the two windows apart, so none counts twice)."""
+    # beaconing rows keyed by (group, log period): the similar ones are windows of that sorted key
+    logp = np.log(np.clip(period_s, 1e-3, 1e9))
+    span = 64.0  # wider than any log-period range, so groups never overlap
+    key = np.sort(ids[beaconing] * span + logp[beaconing])
+    w = np.log1p(tolerance)
+    out = np.zeros(len(ids), np.int64)
+    for k in HARMONICS:
+        here = ids * span + logp - np.log(k)
+        out += np.searchsorted(key, here + w, "right") - np.searchsorted(key, here - w, "left")
+    return out
 
 
 def broker_population(k: dict, period_s: np.ndarray, beaconing: np.ndarray,
@@ -618,16 +658,17 @@ def broker_population(k: dict, period_s: np.ndarray, beaconing: np.ndarray,
     """Per pair (rows of k), the distinct clients of its broker among the rows, and the share of them beaconing
     with a period within ``tolerance`` (relative) of this pair's: a fleet of sensors shares one broker and one
     rhythm; a C2 implant is the lone client of its broker. Rows are distinct pairs (one per client and broker)."""
-    ids, nb = _broker_ids(k)
+    ids, nb = _group_ids(k, BROKER_KEY)
     clients = np.bincount(ids, minlength=nb)[ids]
-    # beaconing rows keyed by (broker, log period): the similar ones are a window of that sorted key
-    logp = np.log(np.clip(period_s, 1e-3, 1e9))
-    span = 64.0  # wider than any log-period range, so brokers never overlap
-    key = np.sort(ids[beaconing] * span + logp[beaconing])
-    here = ids * span + logp
-    w = np.log1p(tolerance)
-    similar = np.searchsorted(key, here + w, "right") - np.searchsorted(key, here - w, "left")
+    similar = _similar_in_group(ids, period_s, beaconing, tolerance)
     return clients.astype(np.int64), similar / np.maximum(clients, 1)
+
+
+def source_rhythm_brokers(k: dict, period_s: np.ndarray, beaconing: np.ndarray, tolerance: float) -> np.ndarray:
+    """Per pair (rows of k), the brokers its source beacons to with a period within ``tolerance`` of this pair's:
+    a monitor checking every broker of the site on one schedule is a poller, not an implant."""
+    ids, _ = _group_ids(k, SOURCE_KEY)
+    return _similar_in_group(ids, period_s, beaconing, tolerance).astype(np.int64)
 
 
 #: Per-pair entries of the score dict kept between incremental passes.
@@ -654,4 +695,5 @@ def _reputation_alerts(label: str) -> bool:
     return not label.startswith("default_reputation.txt:")
 
 
-__all__ = ["Detector", "DetectorParams", "Alert", "DIRECTIONS", "broker_population", "population_why"]
+__all__ = ["Detector", "DetectorParams", "Alert", "DIRECTIONS", "BROKER_KEY", "SOURCE_KEY", "HARMONICS", "broker_population",
+           "source_rhythm_brokers", "population_why"]

@@ -8,7 +8,7 @@ from analytics.beacon import F as BF
 from analytics.bytestats import F as YF
 import math
 
-from analytics.detections.an0005 import DIRECTIONS, _reputation_alerts, population_why
+from analytics.detections.an0005 import DIRECTIONS, HARMONICS, _reputation_alerts, population_why
 from analytics.schema import APP_PROTOCOLS
 
 
@@ -110,14 +110,22 @@ def alert_ref(self, seg, s: dict, fired: dict, i: int, window_start: int) -> Ale
     role = "lone" if nc == 1 else "fleet" if nc >= p.fleet_min_clients and share >= p.fleet_similar_share \
         else "shared"
     evidence["direction"] = direction
+    fanout = int(s["source_rhythm_brokers"][i])
     evidence["broker_population"] = {"clients": nc, "similar_rhythm_share": round(share, 3), "role": role,
+                                     "source_brokers_in_rhythm": fanout,
                                      "why": population_why(role, nc, round(share, 3), bool(fired["site"][i]),
-                                                            bool(fired["beacon"][i]))}
+                                                           bool(fired["beacon"][i]), fanout >= p.poller_min_brokers)}
     if rep >= 0:
         evidence["reputation_hit"] = cfg.reputation.labels[rep]
     return Alert("AN0005", int(s["last_ns"][i]), (int(k["src_hi"][i]), int(k["src_lo"][i])),
                  (int(k["dst_hi"][i]), int(k["dst_lo"][i])), dport, proto, round(score, 1), evidence,
                  window_start)
+
+
+def _in_rhythm(period_j, log_period_i, tolerance) -> bool:
+    """Is period_j within tolerance of the period exp(log_period_i) divided by a harmonic (an0005.HARMONICS)."""
+    lj = math.log(min(max(float(period_j), 1e-3), 1e9))
+    return any(abs(lj - (log_period_i - math.log(k))) <= math.log1p(tolerance) for k in HARMONICS)
 
 
 def broker_population_ref(keys: dict, period_s, beaconing, tolerance: float) -> tuple[list[int], list[float]]:
@@ -128,8 +136,19 @@ def broker_population_ref(keys: dict, period_s, beaconing, tolerance: float) -> 
     for i in range(n):
         mine = [j for j in range(n) if broker[j] == broker[i]]
         lp = math.log(min(max(float(period_s[i]), 1e-3), 1e9))
-        similar = sum(1 for j in mine if beaconing[j] and
-                      abs(math.log(min(max(float(period_s[j]), 1e-3), 1e9)) - lp) <= math.log1p(tolerance))
+        similar = sum(1 for j in mine if beaconing[j] and _in_rhythm(period_s[j], lp, tolerance))
         clients.append(len(mine))
         share.append(similar / len(mine))
     return clients, share
+
+
+def source_rhythm_brokers_ref(keys: dict, period_s, beaconing, tolerance: float) -> list[int]:
+    """Plain-loop twin of analytics.detections.an0005.source_rhythm_brokers."""
+    n = len(keys["src_lo"])
+    source = [(int(keys["src_hi"][i]), int(keys["src_lo"][i])) for i in range(n)]
+    out = []
+    for i in range(n):
+        lp = math.log(min(max(float(period_s[i]), 1e-3), 1e9))
+        out.append(sum(1 for j in range(n) if source[j] == source[i] and beaconing[j] and
+                       _in_rhythm(period_s[j], lp, tolerance)))
+    return out

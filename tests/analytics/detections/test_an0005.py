@@ -190,7 +190,8 @@ def test_lone_internal_beacon_alerts_lower_with_its_reason():
     assert a.evidence["analytics"] == b.evidence["analytics"] == ["beaconing"]
     assert a.evidence["direction"] == "internal→internal" and b.evidence["direction"] == "internal→external"
     pop = dict(a.evidence["broker_population"])
-    assert "C2 shape" in pop.pop("why") and pop == {"clients": 1, "similar_rhythm_share": 1.0, "role": "lone"}
+    assert "C2 shape" in pop.pop("why") and pop == {"clients": 1, "similar_rhythm_share": 1.0, "role": "lone",
+                                                    "source_brokers_in_rhythm": 1}
     assert "lone client" in a.evidence["why"]["InternalNetworks"] and "InternalNetworks" not in b.evidence["why"]
     assert a.score < b.score and a.to_dict()["event"]["severity"] < b.to_dict()["event"]["severity"]
 
@@ -269,6 +270,33 @@ def test_a_few_hosts_in_one_rhythm_are_not_a_fleet():
     assert len(alerts) == 4 and {a.evidence["broker_population"]["role"] for a in alerts} == {"shared"}
 
 
+def test_a_monitor_polling_idle_site_brokers_is_quiet_a_lone_beacon_is_not():
+    # one monitor checks six site brokers every 120 s; nobody else used them today, so it is each one's lone client
+    polls = [flows(beacon_times(120.0, 0.02, seed=b) + b, src="10.5.0.2", dst=f"10.5.1.{b + 1}", dport=1883)
+             for b in range(6)]
+    implant = flows(beacon_times(120.0, 0.3, seed=11), src="10.5.0.66", dst="10.5.2.1", dport=1883)
+    alerts = run(Config(), concat(*polls, implant))[1]
+    assert [a.src for a in alerts] == [ip_to_words("10.5.0.66")]
+    pop = alerts[0].evidence["broker_population"]
+    assert pop["role"] == "lone" and pop["source_brokers_in_rhythm"] == 1
+    # the same monitor on two brokers only is not a poller: both alert
+    assert len(run(Config(), concat(*polls[:2]))[1]) == 2
+
+
+def test_source_rhythm_brokers_equals_the_plain_loop_twin():
+    from tests.reference.an0005_ref import source_rhythm_brokers_ref
+    from analytics.detections.an0005 import source_rhythm_brokers
+    rng = np.random.default_rng(8)
+    n = 300
+    keys = {"src_hi": rng.integers(0, 2, n).astype(np.uint64), "src_lo": rng.integers(0, 9, n).astype(np.uint64)}
+    period = rng.choice([30.0, 60.0, 61.5, 90.0, 120.0, 180.0, 600.0, 0.0], n) * rng.uniform(0.97, 1.03, n)
+    beaconing = rng.random(n) < 0.6
+    assert source_rhythm_brokers(keys, period, beaconing, 0.25).tolist() == \
+        source_rhythm_brokers_ref(keys, period, beaconing, 0.25)
+    e = {k: v[:0] for k, v in keys.items()}
+    assert len(source_rhythm_brokers(e, period[:0], beaconing[:0], 0.25)) == 0
+
+
 def test_broker_population_equals_the_plain_loop_twin():
     from tests.reference.an0005_ref import broker_population_ref
     from analytics.detections.an0005 import broker_population
@@ -276,7 +304,7 @@ def test_broker_population_equals_the_plain_loop_twin():
     n = 300
     keys = {"dst_hi": rng.integers(0, 2, n).astype(np.uint64), "dst_lo": rng.integers(0, 6, n).astype(np.uint64),
             "dst_port": rng.choice([1883, 5672], n).astype(np.uint16)}
-    period = rng.choice([30.0, 60.0, 61.5, 90.0, 600.0, 0.0], n) * rng.uniform(0.97, 1.03, n)
+    period = rng.choice([30.0, 60.0, 61.5, 90.0, 120.0, 180.0, 600.0, 0.0], n) * rng.uniform(0.97, 1.03, n)
     beaconing = rng.random(n) < 0.6
     clients, share = broker_population(keys, period, beaconing, 0.25)
     rc, rs = broker_population_ref(keys, period, beaconing, 0.25)
