@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1",
 
 @pytest.fixture(scope="module")
 def result():
-    world = build_world(SEED, n_c2=54, n_benign_pubsub=600, n_benign_other=200, duration_s=86400.0)
+    world = build_world(SEED, n_c2=70, n_benign_pubsub=600, n_benign_other=200, duration_s=86400.0)
     alerted, _ = run_detector(world, stream=True)  # evaluated every hour as the data arrives, like the service
     return evaluate(world, alerted, reference_scores(world))
 
