@@ -272,10 +272,7 @@ def make_benign(family: str, p: Pair, rng, dur, exp: Exporter | None = None):
         _session(p, rng, 0.0, dur, exp, keepalive, pubs, pub_bytes=(120, 1400), ping_bytes=53, closed=False)
     elif family == "manual_pub":
         # a developer running mosquitto_pub by hand: clusters of one-shot connections at random times
-        starts = rng.uniform(0, dur, rng.poisson(rng.uniform(2, 12)))
-        t = [s + np.cumsum(rng.exponential(rng.uniform(3, 120), rng.integers(1, 15))) for s in starts]
-        if t:
-            _short_connections(p, rng, np.sort(np.concatenate(t)), exp, 100, 900)
+        _by_hand(p, rng, dur, exp, 12, 15, 900)
     elif family == "ntp":
         _short_connections(p, rng, _beats(rng, 0, dur, float(rng.choice([64.0, 128.0, 256.0, 1024.0])), 0.01, 0.0),
                            exp, 76, 77, 1, 2)
@@ -318,10 +315,7 @@ def make_benign(family: str, p: Pair, rng, dur, exp: Exporter | None = None):
                 nbytes, n_pk, np.full(k, SYN | ACK | PSH | FIN) if exp.flags else np.zeros(k), exp)
     elif family == "internal_lab_broker":
         # people trying things by hand against the lab broker: clusters of one-shot publishes, some large payloads
-        starts = rng.uniform(0, dur, rng.poisson(rng.uniform(2, 15)))
-        t = [s + np.cumsum(rng.exponential(rng.uniform(3, 120), rng.integers(1, 20))) for s in starts]
-        if t:
-            _short_connections(p, rng, np.sort(np.concatenate(t)), exp, 100, 20000)
+        _by_hand(p, rng, dur, exp, 15, 20, 20000)
     elif family == "backup_sync":
         # a host syncing to the site's broker on the group's schedule: large transfers, each host its own phase
         t = _beats(rng, 0, dur, p.params["period_s"], 0.02, 0.0)
@@ -331,6 +325,14 @@ def make_benign(family: str, p: Pair, rng, dur, exp: Exporter | None = None):
         _short_connections(p, rng, _beats(rng, 0, dur, p.params["period_s"], 0.02, 0.0), exp, 180, 420, 6, 11)
     else:
         raise ValueError(family)
+
+
+def _by_hand(p: Pair, rng, dur, exp: Exporter, sessions_hi, per_session_hi, bytes_hi):
+    """A person publishing by hand: a few clusters at random times of one-shot connections seconds to minutes apart."""
+    starts = rng.uniform(0, dur, rng.poisson(rng.uniform(2, sessions_hi)))
+    t = [s + np.cumsum(rng.exponential(rng.uniform(3, 120), rng.integers(1, per_session_hi))) for s in starts]
+    if t:
+        _short_connections(p, rng, np.sort(np.concatenate(t)), exp, 100, bytes_hi)
 
 
 def _group_sizes(rng, total: int, lo: int, hi: int) -> list[int]:
