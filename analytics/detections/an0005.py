@@ -64,7 +64,10 @@ class DetectorParams:
     fleet_min_clients: int = 5  # a broker with at least this many clients ...
     fleet_similar_share: float = 0.5  # ... this share of them beaconing in one rhythm is a fleet (infrastructure)
     rhythm_tolerance: float = 0.25  # periods within this relative distance (of P or P/2) are "the same rhythm"
-    poller_min_brokers: int = 3  # a source beaconing in one rhythm to this many brokers is a poller (monitoring)
+    poller_min_brokers: int = 3  # a source beaconing in one rhythm to this many brokers, or to this many of the
+    # site's brokers in any rhythms, is a poller (monitoring)
+    bulk_min_share: float = 0.8  # a beaconing pair with this share of its records long (PayloadLengthThreshold) is
+    # a transfer job (backup, sync), not a check-in or exfil
     internal_score_factor: float = 0.6  # site-internal evidence: most of it is normal work, so a lower severity
 
 
@@ -357,12 +360,14 @@ class Detector:
 
     def _population(self, k: dict, beacon: np.ndarray) -> dict:
         """Per pair, its broker's population among the scored pairs (see broker_population), and its source's
-        (source_rhythm_brokers)."""
+        (source_rhythm_brokers, source_site_brokers)."""
         p = self.params
         period, beaconing = beacon[:, BF["period_s"]], beacon[:, BF["score"]] >= p.beacon_threshold
         clients, share = broker_population(k, period, beaconing, p.rhythm_tolerance)
         fanout = source_rhythm_brokers(k, period, beaconing, p.rhythm_tolerance)
-        return {"broker_clients": clients, "broker_similar_share": share, "source_rhythm_brokers": fanout}
+        site = self.config.internal.match(k["dst_hi"], k["dst_lo"]) >= 0
+        return {"broker_clients": clients, "broker_similar_share": share, "source_rhythm_brokers": fanout,
+                "source_site_brokers": source_site_brokers(k, site, beaconing)}
 
     def _fired_arrays(self, k: dict, s: dict) -> dict:
         """Which analytics fire per pair. Without the broker population in s (the per-slot cache of the incremental
@@ -378,6 +383,11 @@ class Detector:
             (y[:, YF["long_bytes"]] >= p.exfil_min_bytes_factor * cfg.PayloadLengthThreshold) & \
             (y[:, YF["long_bytes"]] >= p.exfil_min_record_factor * cfg.PayloadLengthThreshold
              * np.maximum(y[:, YF["long_events"]], 1))
+        # a pair whose records are nearly all bulk and come on a schedule (a backup, a sync, a file drop) is a
+        # transfer job: its schedule is not a check-in and its size is its normal work. Exfil is bulk at no schedule,
+        # or long messages standing out from a pair's small traffic (an implant's uploads between its check-ins)
+        job = (y[:, YF["long_share"]] >= p.bulk_min_share) & (b[:, BF["score"]] >= p.beacon_threshold)
+        exfil &= ~job
         rep = cfg.reputation.match(k["dst_hi"], k["dst_lo"], k["dst_port"].astype(np.int32)) \
             if len(cfg.reputation) else np.full(len(b), -1)
         unusual = (s["app_proto"] != 0) & ~np.isin(k["dst_port"], self._ports)
@@ -389,8 +399,10 @@ class Detector:
             # (an operator's list, the shipped public-broker/dynamic-DNS list) or an anomalous topic says otherwise
             fleet = (s["broker_clients"] >= p.fleet_min_clients) & \
                 (s["broker_similar_share"] >= p.fleet_similar_share)
-            poller = s["source_rhythm_brokers"] >= p.poller_min_brokers
+            poller = (s["source_rhythm_brokers"] >= p.poller_min_brokers) | \
+                (s["source_site_brokers"] >= p.poller_min_brokers)
             beacon &= np.where(site, (s["broker_clients"] == 1) & ~poller, ~fleet | (rep >= 0) | topic)
+        beacon &= ~job
         # inside the site, publishing often, large job messages and brokers on their own ports are normal work: only
         # data leaving the site is exfil, and only reputation, a lone beacon or a topic alerts on a site broker
         exfil &= ~site
@@ -509,6 +521,7 @@ class Detector:
         site_l, dir_l = site.tolist(), fired["direction"][idx].tolist()
         pclients, pshare = ints(s["broker_clients"][idx]), r(s["broker_similar_share"][idx], 3)
         fanout = ints(s["source_rhythm_brokers"][idx])
+        site_fanout = ints(s["source_site_brokers"][idx])
         poller_n = self.params.poller_min_brokers
         fleet_n, fleet_share = self.params.fleet_min_clients, self.params.fleet_similar_share
         factor = self.params.internal_score_factor
@@ -566,7 +579,8 @@ class Detector:
             evidence["direction"] = DIRECTIONS[dir_l[j]]
             evidence["broker_population"] = {
                 "clients": nc, "similar_rhythm_share": sh, "role": role, "source_brokers_in_rhythm": fanout[j],
-                "why": population_why(role, nc, sh, site_l[j], fb_l[j], fanout[j] >= poller_n)}
+                "why": population_why(role, nc, sh, site_l[j], fb_l[j],
+                                      fanout[j] >= poller_n or site_fanout[j] >= poller_n)}
             if site_l[j]:
                 reasons["InternalNetworks"] = (
                     f"the broker is inside InternalNetworks ({DIRECTIONS[dir_l[j]]}), where frequent publication, "
@@ -587,7 +601,8 @@ def population_why(role: str, clients: int, share: float, site: bool, beaconing:
     """The sentence of evidence.broker_population: what the broker's and the source's population say."""
     if role == "lone" and poller and site:
         return "the only client of this broker in the window, but its source beacons to several brokers in this " \
-               "rhythm: a poller (monitoring), so its beacon does not alert inside the site"
+               "rhythm or to several of the site's brokers: a poller (monitoring), so its beacon does not alert " \
+               "inside the site"
     if role == "lone":
         return "the only client of this broker in the window: a lone host beaconing to a broker nobody else uses " \
                "is the C2 shape"
@@ -664,6 +679,15 @@ def broker_population(k: dict, period_s: np.ndarray, beaconing: np.ndarray,
     return clients.astype(np.int64), similar / np.maximum(clients, 1)
 
 
+def source_site_brokers(k: dict, site: np.ndarray, beaconing: np.ndarray) -> np.ndarray:
+    """Per pair (rows of k), the site brokers its source beacons to, whatever their rhythms: a monitor checks each
+    service of the site on its own schedule; an implant inside talks to one broker."""
+    ids, ng = _group_ids(k, SOURCE_KEY)
+    if not len(ids):
+        return np.zeros(0, np.int64)
+    return np.bincount(ids, weights=(site & beaconing).astype(np.float64), minlength=ng)[ids].astype(np.int64)
+
+
 def source_rhythm_brokers(k: dict, period_s: np.ndarray, beaconing: np.ndarray, tolerance: float) -> np.ndarray:
     """Per pair (rows of k), the brokers its source beacons to with a period within ``tolerance`` of this pair's:
     a monitor checking every broker of the site on one schedule is a poller, not an implant."""
@@ -696,4 +720,4 @@ def _reputation_alerts(label: str) -> bool:
 
 
 __all__ = ["Detector", "DetectorParams", "Alert", "DIRECTIONS", "BROKER_KEY", "SOURCE_KEY", "HARMONICS", "broker_population",
-           "source_rhythm_brokers", "population_why"]
+           "source_rhythm_brokers", "source_site_brokers", "population_why"]

@@ -114,7 +114,9 @@ def alert_ref(self, seg, s: dict, fired: dict, i: int, window_start: int) -> Ale
     evidence["broker_population"] = {"clients": nc, "similar_rhythm_share": round(share, 3), "role": role,
                                      "source_brokers_in_rhythm": fanout,
                                      "why": population_why(role, nc, round(share, 3), bool(fired["site"][i]),
-                                                           bool(fired["beacon"][i]), fanout >= p.poller_min_brokers)}
+                                                           bool(fired["beacon"][i]),
+                                                           max(fanout, int(s["source_site_brokers"][i]))
+                                                           >= p.poller_min_brokers)}
     if rep >= 0:
         evidence["reputation_hit"] = cfg.reputation.labels[rep]
     return Alert("AN0005", int(s["last_ns"][i]), (int(k["src_hi"][i]), int(k["src_lo"][i])),
@@ -140,6 +142,13 @@ def broker_population_ref(keys: dict, period_s, beaconing, tolerance: float) -> 
         clients.append(len(mine))
         share.append(similar / len(mine))
     return clients, share
+
+
+def source_site_brokers_ref(keys: dict, site, beaconing) -> list[int]:
+    """Plain-loop twin of analytics.detections.an0005.source_site_brokers."""
+    n = len(keys["src_lo"])
+    source = [(int(keys["src_hi"][i]), int(keys["src_lo"][i])) for i in range(n)]
+    return [sum(1 for j in range(n) if source[j] == source[i] and site[j] and beaconing[j]) for i in range(n)]
 
 
 def source_rhythm_brokers_ref(keys: dict, period_s, beaconing, tolerance: float) -> list[int]:

@@ -283,6 +283,41 @@ def test_a_monitor_polling_idle_site_brokers_is_quiet_a_lone_beacon_is_not():
     assert len(run(Config(), concat(*polls[:2]))[1]) == 2
 
 
+def test_a_monitor_checking_each_site_service_on_its_own_schedule_is_a_poller():
+    # Nagios-style: each broker's check has its own interval (60 s, 120 s, 300 s): no common rhythm, but three of
+    # the site's brokers beaconed to by one source is a poller; the implant beside it still alerts
+    polls = [flows(beacon_times(period, 0.01, seed=b) + b, src="10.5.0.3", dst=f"10.5.3.{b + 1}", dport=port)
+             for b, (period, port) in enumerate([(60.0, 5672), (120.0, 1883), (300.0, 61613)])]
+    implant = flows(beacon_times(120.0, 0.3, seed=12), src="10.5.0.67", dst="10.5.2.2", dport=1883)
+    alerts = run(Config(), concat(*polls, implant))[1]
+    assert [a.src for a in alerts] == [ip_to_words("10.5.0.67")]
+
+
+def test_a_scheduled_bulk_transfer_is_a_job_an_implants_uploads_are_exfil():
+    # an hourly backup to an outside AMQP broker: every record is bulk (300 KB at 1400 B/packet), on the dot
+    backup = flows(np.arange(0, 6 * 3600, 3600.0) + 5, src="10.6.0.2", dst="198.18.9.9", dport=5672,
+                   nbytes=300_000, packets=214)
+    # an implant's small check-ins with three large uploads among them
+    t = beacon_times(300.0, 0.3, seed=13)
+    implant = flows(t, src="10.6.0.3", dst="198.18.9.10", dport=5672, nbytes=400, packets=6)
+    implant.columns["bytes"][[10, 30, 50]] = 2_000_000
+    implant.columns["packets"][[10, 30, 50]] = 1400
+    alerts = run(Config(), concat(backup, implant))[1]
+    assert [a.src for a in alerts] == [ip_to_words("10.6.0.3")]
+    assert "long_outbound_messages" in alerts[0].evidence["analytics"]
+
+
+def test_source_site_brokers_equals_the_plain_loop_twin():
+    from tests.reference.an0005_ref import source_site_brokers_ref
+    from analytics.detections.an0005 import source_site_brokers
+    rng = np.random.default_rng(9)
+    n = 300
+    keys = {"src_hi": rng.integers(0, 2, n).astype(np.uint64), "src_lo": rng.integers(0, 9, n).astype(np.uint64)}
+    site, beaconing = rng.random(n) < 0.5, rng.random(n) < 0.6
+    assert source_site_brokers(keys, site, beaconing).tolist() == source_site_brokers_ref(keys, site, beaconing)
+    assert len(source_site_brokers({k: v[:0] for k, v in keys.items()}, site[:0], beaconing[:0])) == 0
+
+
 def test_source_rhythm_brokers_equals_the_plain_loop_twin():
     from tests.reference.an0005_ref import source_rhythm_brokers_ref
     from analytics.detections.an0005 import source_rhythm_brokers
