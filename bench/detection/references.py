@@ -60,6 +60,7 @@ import numpy as np
 
 from analytics.config import AddressSet, Config
 from analytics.detections.an0005 import Detector
+from analytics.pairs import group_pairs
 from analytics.schema import FLAG_MESSAGE, FlowBatch
 
 RITA_COMMIT = "a3c51501a93af9ab0ebbed0f15f431bcf536ddf1"
@@ -389,96 +390,118 @@ def _cidrs(cidrs) -> AddressSet:
     return AddressSet.build([(c, 0, -1, c) for c in cidrs])
 
 
-def connections(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Records merged into the connections Zeek would log (see the module docstring): per connection its key
-    columns, ``ts`` / ``end`` (ns), ``orig_bytes`` and ``resp_bytes``, in (5-tuple, time) order."""
-    n = len(rows["start_ns"])
-    if n == 0:
-        return {k: np.zeros(0, t) for k, t in (("src_hi", np.uint64), ("src_lo", np.uint64), ("dst_hi", np.uint64),
-                                                ("dst_lo", np.uint64), ("dst_port", np.uint16), ("proto", np.uint8),
-                                                ("ts", np.int64), ("end", np.int64), ("orig_bytes", np.uint64),
-                                                ("resp_bytes", np.uint64))}
-    order = np.lexsort((rows["start_ns"], rows["proto"], rows["src_port"], rows["dst_port"], rows["dst_lo"],
-                        rows["dst_hi"], rows["src_lo"], rows["src_hi"]))
-    r = {k: rows[k][order] for k in ("src_hi", "src_lo", "dst_hi", "dst_lo", "dst_port", "src_port", "proto",
-                                     "start_ns", "end_ns", "bytes", "rev_bytes", "tcp_flags")}
-    same = np.ones(n, bool)
-    same[0] = False
-    for k in ("src_hi", "src_lo", "dst_hi", "dst_lo", "dst_port", "src_port", "proto"):
-        same[1:] &= r[k][1:] == r[k][:-1]
-    # the end a connection reached so far: records of one 5-tuple may overlap (two directions cut differently)
-    timeout = np.where(r["proto"] == 17, ZEEK_UDP_INACTIVITY_S, ZEEK_TCP_INACTIVITY_S).astype(np.int64) * NS
-    closed = (r["tcp_flags"] & _FIN_RST) != 0
-    new = ~same
-    new[1:] |= closed[:-1] & (r["proto"][:-1] == 6)
-    new[1:] |= r["start_ns"][1:] - r["end_ns"][:-1] > timeout[1:]
+@dataclass
+class Prepared:
+    """A batch as both references read it: its connections, grouped by pair, and the capture's time range."""
+
+    keys: dict[str, np.ndarray]  # per pair (src, dst, dst port, protocol): src_hi, src_lo, dst_hi, dst_lo, ...
+    conns: dict[str, np.ndarray]  # per connection: pair (index into keys), ts, end (ns), orig_bytes, resp_bytes
+    first_ns: int  # the capture's first and last record times (every record, not only the reference rows)
+    last_ns: int
+
+    def pair_keys(self) -> list[tuple[int, int, int]]:
+        """(src_lo, dst_lo, dport) of every pair, in pair order."""
+        k = self.keys
+        return list(zip(k["src_lo"].tolist(), k["dst_lo"].tolist(), k["dst_port"].tolist()))
+
+
+def connections(rows: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(pair keys, connections): records merged into the connections Zeek would log (module docstring), in (pair,
+    source port, time) order, each with its pair's index."""
+    seg = group_pairs(rows)  # pairs, each pair's records sorted by start time
+    pair = seg.pair_of_event()
+    sport = seg.events["src_port"].astype(np.int64)
+    o = np.argsort(pair * 65536 + sport, kind="stable")  # stable: time order kept within a 5-tuple
+    pair, sport = pair[o], sport[o]
+    start, end = seg.events["start_ns"][o], seg.events["end_ns"][o]
+    proto = seg.keys["proto"][pair]
+    n = len(o)
+    new = np.ones(n, bool)
+    if n > 1:
+        new[1:] = (pair[1:] != pair[:-1]) | (sport[1:] != sport[:-1])
+        # a TCP connection ends with a FIN or RST; any ends after Zeek's inactivity timeout
+        new[1:] |= ((seg.events["tcp_flags"][o][:-1] & _FIN_RST) != 0) & (proto[:-1] == 6)
+        timeout = np.where(proto[1:] == 17, ZEEK_UDP_INACTIVITY_S, ZEEK_TCP_INACTIVITY_S).astype(np.int64) * NS
+        new[1:] |= start[1:] - end[:-1] > timeout
     first = np.flatnonzero(new)
-    out = {k: r[k][first] for k in ("src_hi", "src_lo", "dst_hi", "dst_lo", "dst_port", "proto")}
-    out["ts"] = r["start_ns"][first]
-    out["end"] = np.maximum.reduceat(r["end_ns"], first)
-    out["orig_bytes"] = np.add.reduceat(r["bytes"], first)
-    out["resp_bytes"] = np.add.reduceat(r["rev_bytes"], first)
-    return out
+    conns = {"pair": pair[first], "ts": start[first]}
+    if n:
+        conns["end"] = np.maximum.reduceat(end, first)
+        conns["orig_bytes"] = np.add.reduceat(seg.events["bytes"][o], first)
+        conns["resp_bytes"] = np.add.reduceat(rows["rev_bytes"][seg.row[o]], first)
+    else:
+        conns.update(end=end, orig_bytes=np.zeros(0, np.uint64), resp_bytes=np.zeros(0, np.uint64))
+    return seg.keys, conns
 
 
-def _keys(conns: dict, sel: np.ndarray) -> list[tuple[int, int, int]]:
-    return list(zip(conns["src_lo"][sel].tolist(), conns["dst_lo"][sel].tolist(), conns["dst_port"][sel].tolist()))
+def prepare(batch: FlowBatch | dict, config: Config) -> Prepared:
+    """The reference rows of a batch merged into connections (one pass shared by both references)."""
+    cols = batch.columns if isinstance(batch, FlowBatch) else batch
+    keys, conns = connections(reference_rows(cols, config))
+    first = int(cols["start_ns"].min()) if len(cols["start_ns"]) else 0
+    last = int(max(cols["start_ns"].max(), cols["end_ns"].max())) if len(cols["start_ns"]) else 0
+    return Prepared(keys, conns, first, last)
+
+
+def _groups(keys: dict, names: tuple[str, ...]) -> np.ndarray:
+    """A group id per pair: pairs with equal ``names`` columns share one."""
+    k = np.column_stack([keys[c].astype(np.uint64) for c in names])
+    return np.unique(k, axis=0, return_inverse=True)[1].reshape(-1) if len(k) else np.zeros(0, np.int64)
+
+
+def _by_group(gid_of_conn: np.ndarray, sel: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, offsets): the selected connections sorted by (group, t), and where each group starts in it."""
+    o = sel[np.lexsort((t[sel], gid_of_conn[sel]))]
+    g = gid_of_conn[o]
+    cut = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(o) else np.zeros(0, np.int64)
+    return o, np.append(cut, len(o)).astype(np.int64)
 
 
 # ============================================================================================== RITA on a batch
 
 
-def rita_scores(batch: FlowBatch | dict, config: Config, params: RitaParams = RitaParams(),
-                scope: bool = True) -> dict[tuple[int, int, int], float]:
+def rita_scores(batch: FlowBatch | dict, config: Config, params: RitaParams = RitaParams(), scope: bool = True,
+                prepared: Prepared | None = None) -> dict[tuple[int, int, int], float]:
     """RITA v5's beacon score of every (src_lo, dst_lo, dport) pair in the batch's reference rows (0.0 where RITA
     would not score it: fewer than 4 distinct connection seconds, a strobe, or outside its import filter when
-    ``scope``)."""
-    cols = batch.columns if isinstance(batch, FlowBatch) else batch
-    if not len(cols["start_ns"]):
-        return {}
+    ``scope``). ``prepared``: the batch's ``prepare`` result, if already made."""
+    pr = prepared or prepare(batch, config)
+    keys, conns = pr.keys, pr.conns
+    out = dict.fromkeys(pr.pair_keys(), 0.0)
     # the dataset's time range: the last 24 h of every record's time (database/db.go L53-L93: greatest(min_ts,
     # max_ts - 24 h), max_ts), whole seconds as ClickHouse DateTime holds them
-    ds_max = int(cols["start_ns"].max() // NS)
-    ds_min = max(int(cols["start_ns"].min() // NS), ds_max - 86400)
-    conns = connections(reference_rows(cols, config))
-    nc = len(conns["ts"])
-    keys = _keys(conns, np.arange(nc))
-    out = {k: 0.0 for k in keys}
-    if nc == 0 or ds_max <= ds_min:
+    ds_max = pr.last_ns // NS
+    ds_min = max(pr.first_ns // NS, ds_max - 86400)
+    if not out or ds_max <= ds_min:
         return out
-    ok = np.ones(nc, bool)
+    ok = np.ones(len(keys["src_lo"]), bool)
     if scope:  # filter.go L146-L194 with filter_external_to_internal = true (default_config.hjson L41)
         never = _cidrs(RITA_NEVER_INCLUDED)
-        ok &= ~(_in(never, conns["src_hi"], conns["src_lo"]) | _in(never, conns["dst_hi"], conns["dst_lo"]))
-        ok &= _in(config.internal, conns["src_hi"], conns["src_lo"])
-        ok &= ~_in(config.internal, conns["dst_hi"], conns["dst_lo"])
+        ok &= ~(_in(never, keys["src_hi"], keys["src_lo"]) | _in(never, keys["dst_hi"], keys["dst_lo"]))
+        ok &= _in(config.internal, keys["src_hi"], keys["src_lo"])
+        ok &= ~_in(config.internal, keys["dst_hi"], keys["dst_lo"])
     ts = conns["ts"] // NS
     # uconns.sql L66: only the hours from the start of min_ts's hour
-    ok &= ts >= ds_min - ds_min % 3600
-    idx = np.flatnonzero(ok)
-    if not len(idx):
-        return out
-    # unique connection = (src, dst) IP pair (tables.go L294-L361)
-    o = idx[np.lexsort((ts[idx], conns["dst_lo"][idx], conns["dst_hi"][idx], conns["src_lo"][idx],
-                        conns["src_hi"][idx]))]
-    k = np.column_stack([conns[c][o] for c in ("src_hi", "src_lo", "dst_hi", "dst_lo")])
-    cut = np.flatnonzero(np.r_[True, (k[1:] != k[:-1]).any(axis=1)])
-    bounds = np.append(cut, len(o))
-    by_ip: dict[tuple[int, int], float] = {}
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    sel = np.flatnonzero(ok[conns["pair"]] & (ts >= ds_min - ds_min % 3600))
+    # unique connection = (src, dst) IP pair over every port (tables.go L294-L361)
+    ip = _groups(keys, ("src_hi", "src_lo", "dst_hi", "dst_lo"))
+    o, bounds = _by_group(ip[conns["pair"]], sel, ts)
+    score_of_ip = np.zeros(int(ip.max()) + 1 if len(ip) else 0)
+    orig = conns["orig_bytes"]
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         seg = o[a:b]
-        t = ts[seg]
+        t = ts[seg]  # sorted
         # analysis.go L230: TSUnique >= unique_connection_threshold and Count < 86400 (v4: count > 23 and > 3
         # unique timestamps, dissector.go)
-        score = 0.0
-        if len(np.unique(t)) >= params.unique_connection_threshold and len(t) < params.strobe_count:
-            try:
-                score = analyze_beacon(t, conns["orig_bytes"][seg].astype(np.float64), ds_min, ds_max, params)
-            except RitaError:  # analysis.go L232: logged, pair skipped
-                score = 0.0
-        by_ip[(int(conns["src_lo"][seg[0]]), int(conns["dst_lo"][seg[0]]))] = score
-    for key in out:
-        out[key] = by_ip.get((key[0], key[1]), 0.0)
+        if len(t) >= params.strobe_count or int((np.diff(t) != 0).sum()) + 1 < params.unique_connection_threshold:
+            continue
+        try:
+            score_of_ip[ip[conns["pair"][seg[0]]]] = analyze_beacon(t, orig[seg].astype(np.float64), ds_min, ds_max,
+                                                                   params)
+        except RitaError:  # analysis.go L232: logged, pair skipped
+            pass
+    for i, key in enumerate(pr.pair_keys()):
+        out[key] = max(out[key], float(score_of_ip[ip[i]]))  # a key with two protocols shares its IP pair's score
     return out
 
 
@@ -703,45 +726,39 @@ ELASTIC_SOURCES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 
 
 def elastic_details(batch: FlowBatch | dict, config: Config, params: ElasticParams = ElasticParams(),
-                    scope: bool = True) -> dict[tuple[int, int, int], np.ndarray]:
+                    scope: bool = True, prepared: Prepared | None = None) -> dict[tuple[int, int, int], np.ndarray]:
     """ELASTIC_FIELDS of the best hourly run for every (src_lo, dst_lo, dport) pair of the batch's reference rows
     (all zero where no run had enough documents, or outside the transform's query when ``scope``)."""
-    cols = batch.columns if isinstance(batch, FlowBatch) else batch
-    if not len(cols["start_ns"]):
-        return {}
-    conns = connections(reference_rows(cols, config))
-    nc = len(conns["ts"])
-    out = {k: np.zeros(len(ELASTIC_FIELDS)) for k in _keys(conns, np.arange(nc))}
-    ok = np.ones(nc, bool)
-    if scope:
-        ok &= _in(_cidrs(ELASTIC_SOURCES), conns["src_hi"], conns["src_lo"])
-        ok &= ~_in(_cidrs(ELASTIC_EXCLUDED_DESTINATIONS), conns["dst_hi"], conns["dst_lo"])
-    idx = np.flatnonzero(ok)
-    if not len(idx):
+    pr = prepared or prepare(batch, config)
+    keys, conns = pr.keys, pr.conns
+    out = {k: np.zeros(len(ELASTIC_FIELDS)) for k in pr.pair_keys()}
+    if not out:
         return out
+    ok = np.ones(len(keys["src_lo"]), bool)
+    if scope:
+        ok &= _in(_cidrs(ELASTIC_SOURCES), keys["src_hi"], keys["src_lo"])
+        ok &= ~_in(_cidrs(ELASTIC_EXCLUDED_DESTINATIONS), keys["dst_hi"], keys["dst_lo"])
     t = conns["end"] // NS  # a disconnect event's @timestamp, toEpochSecond()
-    o = idx[np.lexsort((t[idx], conns["dst_port"][idx], conns["dst_lo"][idx], conns["dst_hi"][idx],
-                        conns["src_lo"][idx], conns["src_hi"][idx]))]
-    k = np.column_stack([conns[c][o].astype(np.uint64) for c in ("src_hi", "src_lo", "dst_hi", "dst_lo", "dst_port")])
-    cut = np.flatnonzero(np.r_[True, (k[1:] != k[:-1]).any(axis=1)])
-    offsets = np.append(cut, len(o)).astype(np.int64)
-    first_s = int(cols["start_ns"].min() // NS)
-    last_s = int(max(cols["end_ns"].max(), cols["start_ns"].max()) // NS)
+    gid = _groups(keys, ("src_hi", "src_lo", "dst_hi", "dst_lo", "dst_port"))  # (host, process) stand-in
+    o, offsets = _by_group(gid[conns["pair"]], np.flatnonzero(ok[conns["pair"]]), t)
     step = params.frequency_s
-    runs = np.arange((first_s // step + 1) * step, (last_s // step + 2) * step, step, dtype=np.int64)
+    runs = np.arange((pr.first_ns // NS // step + 1) * step, (pr.last_ns // NS // step + 2) * step, step,
+                     dtype=np.int64)
     p = params
     res = _elastic_pairs(offsets, t[o].astype(np.int64), conns["orig_bytes"][o].astype(np.float64),
                          conns["resp_bytes"][o].astype(np.float64), runs, p.number_buckets_in_range,
                          p.time_bucket_length, p.max_beaconing_bytes_cov, p.max_beaconing_count_rv, p.max_jitter,
                          p.min_beaconing_count_autocovariance, p.min_not_empty, p.min_number_periods, p.truncate_lo,
                          p.truncate_hi)
-    for g, key in enumerate(_keys(conns, o[cut])):
-        out[key] = res[g]
+    res_of_gid = {int(gid[conns["pair"][o[a]]]): res[g] for g, a in enumerate(offsets[:-1].tolist())}
+    for i, key in enumerate(pr.pair_keys()):
+        if int(gid[i]) in res_of_gid:
+            out[key] = res_of_gid[int(gid[i])]
     return out
 
 
 def elastic_scores(batch: FlowBatch | dict, config: Config, params: ElasticParams = ElasticParams(),
-                   scope: bool = True) -> dict[tuple[int, int, int], float]:
+                   scope: bool = True, prepared: Prepared | None = None) -> dict[tuple[int, int, int], float]:
     """Elastic's beaconing_score (0-3) of every (src_lo, dst_lo, dport) pair: the highest any hourly run gave;
     ``is_beaconing`` (the default rule) is score >= ELASTIC_THRESHOLD."""
-    return {k: float(v[0]) for k, v in elastic_details(batch, config, params, scope).items()}
+    return {k: float(v[0]) for k, v in elastic_details(batch, config, params, scope, prepared).items()}
