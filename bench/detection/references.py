@@ -17,8 +17,10 @@ Sources (read in full; every formula and constant below cites its line):
 - RITA v4 (github.com/activecm/rita-legacy ``pkg/beacon/analyzer.go``, ``dissector.go``, ``config/static.go``), where
   it differs, is noted at each formula; this module computes v5.
 - Elastic: github.com/elastic/integrations ``packages/beaconing/elasticsearch/transform/pivot_transform/
-  transform.yml`` at commit ``ELASTIC_COMMIT`` (transform 1.3.3; the scoring script is the same in 1.2.2), and the
-  two detection rules of github.com/elastic/detection-rules ``rules/integrations/beaconing/``.
+  transform.yml`` at commit ``ELASTIC_COMMIT`` (transform 1.3.3, the newest version stored; its scripts and params
+  are those of 1.2.2, which lacks only the query's ``exists: destination.ip``; package 1.4.1's manifest was seen,
+  its transform was not), and the two detection rules of github.com/elastic/detection-rules
+  ``rules/integrations/beaconing/``.
 
 What had to be adapted (records are not Zeek conn.log lines nor Elastic Defend events):
 - A *connection* is what Zeek would log: the records of one 5-tuple (source, source port, destination, destination
@@ -29,10 +31,14 @@ What had to be adapted (records are not Zeek conn.log lines nor Elastic Defend e
   ``orig_ip_bytes``, which RITA reads as ``src_ip_bytes``) the sum of the records' bytes, its responder bytes the
   sum of the folded replies (``rev_bytes``). NetFlow byte counters count IP bytes, as ``orig_ip_bytes`` does.
 - RITA's unique connection is an (source IP, destination IP) pair over every port (``uconn`` is keyed by the hash
-  of src, dst and their network ids: database/tables.go L294-L361); the benchmark keys pairs by destination port too,
-  so every (src, dst, port) key gets the score of its IP pair. RITA's open connections (Zeek's open_conn.log) never
-  enter beaconing (uconns.sql L79: ``[] as ts_list``); a session open past the end of the data is one connection
-  here, which can only lower its pair's count, as in RITA.
+  of src, dst and their network ids: importer/conn.go L146, database/tables.go L294-L361); the benchmark keys
+  pairs by destination port too, so every (src, dst, port) key gets the score of its IP pair. RITA's open
+  connections (Zeek's open_conn.log) never enter beaconing (uconns.sql L79: ``[] as ts_list``); a session open
+  past the end of the data is one connection here, which can only lower its pair's count, as in RITA.
+- Only RITA's beacon indicator is computed. Its long-connection indicator (analysis.go L243-L247: total duration
+  of a pair's connections >= 1 h, its own score) and the modifiers that move a final score by +-0.15 (prevalence,
+  first seen, threat intel: analysis.go L256-L302) are separate indicators and are not reproduced; the benchmark
+  compares beacon detection.
 - RITA's import filter (config/filter.go L146-L194, default_config.hjson L17-L41) keeps internal -> external only
   (internal -> internal, external -> external and, with the default filter_external_to_internal, external ->
   internal are dropped) and never includes the mandatory ranges (filter.go L46-L63). ``internal_subnets`` is read
