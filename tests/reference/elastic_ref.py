@@ -8,6 +8,7 @@ import math
 
 
 def first_complete(counts):
+    """firstComplete(): the first non-empty bucket."""
     i = 0
     while i < len(counts) and counts[i] == 0:
         i += 1
@@ -15,6 +16,7 @@ def first_complete(counts):
 
 
 def last_complete(counts):
+    """lastComplete(): one past the last non-empty bucket."""
     i = len(counts)
     while i > 0 and counts[i - 1] == 0:
         i -= 1
@@ -22,16 +24,19 @@ def last_complete(counts):
 
 
 def count_if_not(a, b, stride, skip):
+    """countIfNot(): buckets a..b-1 (every stride) that skip() does not drop."""
     return sum(0 if skip(i) else 1 for i in range(a, b, stride))
 
 
 def percentiles(percents, values, skip):
+    """percentiles(): nearest-rank values of the kept buckets, sorted."""
     ordered = sorted(values[i] for i in range(len(values)) if not skip(i))
     n = len(ordered)
     return [ordered[min(int(p * float(n) + 0.5), n - 1)] for p in percents]
 
 
 def mean(a, b, stride, values, skip):
+    """mean() of the kept buckets (0 if none)."""
     m = n = 0.0
     for i in range(a, b, stride):
         if not skip(i):
@@ -41,6 +46,7 @@ def mean(a, b, stride, values, skip):
 
 
 def variance(mu, a, b, stride, values, skip):
+    """variance() about mu of the kept buckets (population; 0 if none)."""
     v = n = 0.0
     for i in range(a, b, stride):
         if not skip(i):
@@ -50,6 +56,7 @@ def variance(mu, a, b, stride, values, skip):
 
 
 def imax(a, b, values):
+    """max(): index of the first largest value in a..b-1."""
     best_i, best = a, values[a]
     for i in range(a + 1, b):
         if values[i] > best:
