@@ -114,7 +114,8 @@ TABLE = 262_144
 #: force-expires the flows due first.
 ACTIVE_DISPATCH_S = 30.0
 ACTIVE_TABLE_MIN, ACTIVE_TABLE_MAX = 16, 65536
-#: pmacct nfprobe's flow cache.
+#: pmacct nfprobe's flow cache: 65536 lost 831 of 3.42M packets of a day at scale 0.2 (no sequence gap shows it;
+#: the packet accounting does), 1M lost none.
 PMACCT_MAXFLOWS = 1_048_576
 #: pmacct's core hands packets to the plugin through a pipe (plugin_pipe_size) in buffers (plugin_buffer_size).
 PMACCT_BUFFERS: list[str] = []
