@@ -117,8 +117,10 @@ ACTIVE_TABLE_MIN, ACTIVE_TABLE_MAX = 16, 65536
 #: pmacct nfprobe's flow cache: 65536 lost 831 of 3.42M packets of a day at scale 0.2 (no sequence gap shows it;
 #: the packet accounting does), 1M lost none.
 PMACCT_MAXFLOWS = 1_048_576
-#: pmacct's core hands packets to the plugin through a pipe (plugin_pipe_size) in buffers (plugin_buffer_size).
+#: Extra pmacctd config lines for the pipe from its core to the plugin: none, pmacct's defaults lost nothing while
+#: ``plugin_buffer_size: 1048576`` lost the file's last buffer (see the module docstring).
 PMACCT_BUFFERS: list[str] = []
+#: sfprobe samples 1 packet in SFLOW_RATE (pmacct's own random sampling).
 SFLOW_RATE = 8
 #: Receive buffer of the export socket (bytes): the exporters send as fast as they read the file.
 RCVBUF = 256 << 20
