@@ -511,6 +511,7 @@ def retime_sflow(datagrams: list[bytes], raw: Path) -> tuple[list[bytes], list[i
     sp = np.asarray(spread or [0], np.int64) / 1e9
     return out, out_t, {
         "samples": len(flat),
+        "flow_samples": sum(h is not None for h in headers),  # the rest: counter samples (pmacct sends on a timer)
         "datagrams_received": len(datagrams),
         "received_spread_s": {"median": round(float(np.median(sp)), 3), "p99": round(float(np.quantile(sp, 0.99)), 3),
                               "max": round(float(sp.max()), 3)},
