@@ -12,8 +12,8 @@ least two are seen and it is at least ``min_timeout_s``); over all pairs, the 99
 A stitched session yields one event (its start) for the beacon kernels, plus one event per *active* slice:
 a later slice whose bytes exceed the session's leanest bytes-per-packet by ``active_min_bytes`` — a publish inside
 the session, not a keepalive. In a session whose later slices are mostly cut by the active timeout (at least three),
-unless most cut slices are active (steady publication, below), a slice must also exceed the session's median slice
-by ``active_min_bytes``: a publisher whose period is near the timeout has a publish in every slice, and the few
+unless most cut slices are active (steady publication, below), a slice must also carry ``active_min_bytes``, and
+three median absolute deviations, more than the session's median byte rate gives its length: a publisher whose period is near the timeout has a publish in every slice, and the few
 slices that come out a packet heavier recur at the alias of its period against the timeout, not at a command. Keepalives and timeout slices therefore do not look like beacons, while periodic
 publishes inside a long session still do. Two exporter artefacts are carried to the kernels as per-pair timing:
 - a slice cut by the active timeout places its publish only to within the timeout (its start is often just the
@@ -202,16 +202,27 @@ def _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp, lo, hi, t
                 nlater += 1
                 if typical_cut > 0 and (end_ns[e] / 1e9) - (start_ns[e] / 1e9) >= share * typical_cut:
                     ncut += 1
-        typical = 0.0
-        if ncut >= 3 and 2 * ncut >= nlater:
-            excess = np.empty(nlater)
+        # the session's typical byte rate and how far slices wander from it by themselves (a publish more or less as
+        # a slice's length and phase vary): a slice is a command only beyond three median absolute deviations
+        rate = 0.0
+        spread = 0.0
+        mostly_cut = ncut >= 3 and 2 * ncut >= nlater
+        if mostly_cut:
+            rates = np.empty(nlater)
             j = 0
             for q in range(k + 1, k + slices[h]):
                 e = order[q]
                 if packets[e] > 0:
-                    excess[j] = nbytes[e] - packets[e] * base
+                    rates[j] = nbytes[e] / max((end_ns[e] / 1e9) - (start_ns[e] / 1e9), 1.0)
                     j += 1
-            typical = np.median(excess)
+            rate = np.median(rates)
+            j = 0
+            for q in range(k + 1, k + slices[h]):
+                e = order[q]
+                if packets[e] > 0:
+                    rates[j] = nbytes[e] - rate * max((end_ns[e] / 1e9) - (start_ns[e] / 1e9), 1.0)
+                    j += 1
+            spread = 3.0 * np.median(np.abs(rates - np.median(rates)))
         cut = 0
         cut_active = 0
         for q in range(k + 1, k + slices[h]):
@@ -230,7 +241,8 @@ def _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp, lo, hi, t
             is_cut = ta > 0 and (end_ns[e] / 1e9) - (start_ns[e] / 1e9) >= share * ta
             if is_cut and steady:
                 active[e] = False
-            elif nbytes[e] - packets[e] * base - typical < min_bytes:
+            elif mostly_cut and nbytes[e] - rate * max((end_ns[e] / 1e9) - (start_ns[e] / 1e9), 1.0) < max(min_bytes,
+                                                                                                         spread):
                 active[e] = False
             if active[e]:
                 if is_cut:

@@ -386,8 +386,12 @@ class Detector:
         # a pair whose records are nearly all bulk and come on a schedule (a backup, a sync, a file drop) is a
         # transfer job: its schedule is not a check-in and its size is its normal work. Exfil is bulk at no schedule,
         # or long messages standing out from a pair's small traffic (an implant's uploads between its check-ins)
-        job = (y[:, YF["long_share"]] >= p.bulk_min_share) & (b[:, BF["score"]] >= p.beacon_threshold)
-        exfil &= ~job
+        bulk = y[:, YF["long_share"]] >= p.bulk_min_share
+        job = bulk & (b[:, BF["score"]] >= p.beacon_threshold)
+        # a pair of bulk records only is judged once its schedule can be (the beacon kernels' fewest beats): three
+        # hourly backups are not yet a schedule, and alerting on them would be alerting on every backup's morning
+        exfil &= ~job & (~bulk | (y[:, YF["long_events"]] >= max(p.exfil_min_long_events,
+                                                                  self.beacon_params.min_beats)))
         rep = cfg.reputation.match(k["dst_hi"], k["dst_lo"], k["dst_port"].astype(np.int32)) \
             if len(cfg.reputation) else np.full(len(b), -1)
         unusual = (s["app_proto"] != 0) & ~np.isin(k["dst_port"], self._ports)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -192,12 +193,17 @@ def _sliced_sensor(period, command_every=0, seed=0, hours=24.0, timeout=300.0, e
     return rows
 
 
-def test_a_publish_per_timeout_is_not_read_as_beats_of_its_alias():
-    # the slices holding two publishes instead of one recur at the alias of 300 s against 300-390 s slices
-    for seed in range(3):
-        seg, st_ = check(make(_sliced_sensor(300.0, seed=seed)))
+@pytest.mark.parametrize("period", [60.0, 300.0])
+def test_a_steady_publisher_is_not_read_as_beats_of_its_alias(period):
+    # the slices holding a publish more than the others recur at the alias of the period against 300-390 s slices;
+    # a few may still stand out, but no beacon is made of them
+    for seed in range(5):
+        seg, st_ = check(make(_sliced_sensor(period, seed=seed)))
         assert st_.is_head.sum() == 1
-        assert st_.active.sum() <= 2, st_.active.sum()
+        assert st_.active.sum() <= 10, st_.active.sum()  # of about 250 slices
+        off, t, _ = beat_segments(seg, st_)
+        row = score_segments(off, t, resolution_s=st_.resolution_s, dead_s=st_.dead_s)[0]
+        assert row[F["score"]] < 0.7, row
 
 
 def test_commands_in_a_sliced_session_still_show():

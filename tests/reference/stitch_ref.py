@@ -82,8 +82,13 @@ def stitch_pair(events, tcp: bool, p: StitchParams, ta_global: float = 0.0):
                    default=1e300)
         later = [e for e in members[1:] if events[e]["packets"] > 0]
         ncut = sum(1 for e in later if typical_cut > 0 and dur[e] >= p.timeout_share * typical_cut)
-        typical = statistics.median(events[e]["bytes"] - events[e]["packets"] * base for e in later) \
-            if ncut >= 3 and 2 * ncut >= len(later) else 0.0
+        rate = spread = 0.0
+        mostly_cut = ncut >= 3 and 2 * ncut >= len(later)
+        if mostly_cut:
+            rate = statistics.median(events[e]["bytes"] / max(dur[e], 1.0) for e in later)
+            resid = [events[e]["bytes"] - rate * max(dur[e], 1.0) for e in later]
+            mid = statistics.median(resid)
+            spread = 3.0 * statistics.median(abs(x - mid) for x in resid)
         for e in members[1:]:
             ev = events[e]
             if ev["packets"] > 0 and ev["bytes"] - ev["packets"] * base >= p.active_min_bytes:
@@ -91,7 +96,8 @@ def stitch_pair(events, tcp: bool, p: StitchParams, ta_global: float = 0.0):
         cut = [e for e in members[1:] if is_cut(e)]
         steady = cut and sum(active[e] for e in cut) > p.max_active_share * len(cut)
         for e in members[1:]:
-            if (steady and is_cut(e)) or events[e]["bytes"] - events[e]["packets"] * base - typical < p.active_min_bytes:
+            if (steady and is_cut(e)) or (mostly_cut and events[e]["bytes"] - rate * max(dur[e], 1.0)
+                                          < max(p.active_min_bytes, spread)):
                 active[e] = False
         for e in members[1:]:
             if active[e]:
