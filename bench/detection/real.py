@@ -125,8 +125,11 @@ def reference_scores(batch: FlowBatch) -> dict:
     from bench.detection import references as ref
 
     config = Config()
-    return {"RITA v5": (ref.rita_scores(batch, config), lambda s: s is not None and s >= ref.RITA_THRESHOLD),
-            "Elastic": (ref.elastic_scores(batch, config), lambda s: s is not None and s >= ref.ELASTIC_THRESHOLD)}
+    pr = ref.prepare(batch, config)
+    return {"RITA v5": (ref.rita_scores(batch, config, prepared=pr),
+                        lambda s: s is not None and s >= ref.RITA_THRESHOLD),
+            "Elastic": (ref.elastic_scores(batch, config, prepared=pr),
+                        lambda s: s is not None and s >= ref.ELASTIC_THRESHOLD)}
 
 
 def run_seed(seed: int, hours: float, scale: float, inputs: list[str], work: Path, log=print) -> dict:
