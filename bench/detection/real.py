@@ -261,7 +261,18 @@ def main(argv=None) -> int:
     ap.add_argument("--work", help="work directory (default: a temporary one, removed unless --keep)")
     ap.add_argument("--keep", action="store_true", help="keep the pcaps, exports and alerts")
     ap.add_argument("--json", help="write every figure (per seed, input and family) to this file")
+    ap.add_argument("--combine", nargs="+", metavar="JSON",
+                    help="print the summary over the runs of earlier --json files (seeds run in parallel)")
     a = ap.parse_args(argv)
+    if a.combine:
+        runs = [r for path in a.combine for r in json.loads(Path(path).read_text())["runs"]]
+        names = list(dict.fromkeys(n for r in runs for n in r["inputs"]))
+        print(f"seeds {sorted(r['seed'] for r in runs)}")
+        summary = summarise(runs, names)
+        if a.json:
+            Path(a.json).write_text(json.dumps({"combined": a.combine, "runs": runs, "summary": summary}, indent=1,
+                                               default=float))
+        return 0
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="bw-detection-"))
     runs = []
     try:
