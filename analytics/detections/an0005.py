@@ -62,7 +62,8 @@ class DetectorParams:
     max_rows: int = 20_000_000
     update_min_delta: float = 5.0  # a later evaluation re-emits an alert when its score moves this much
     fleet_min_clients: int = 5  # a broker with at least this many clients ...
-    fleet_similar_share: float = 0.5  # ... this share of them beaconing in one rhythm is a fleet (infrastructure)
+    fleet_similar_share: float = 0.5  # ... this share of them (or fleet_min_clients of them) beaconing in one rhythm
+    # is a fleet (infrastructure)
     rhythm_tolerance: float = 0.25  # periods within this relative distance (of P or P/2) are "the same rhythm"
     poller_min_brokers: int = 3  # a source beaconing in one rhythm to this many brokers, or to this many of the
     # site's brokers in any rhythms, is a poller (monitoring)
@@ -401,8 +402,11 @@ class Detector:
             # checking many brokers on one schedule); an outside broker's only when
             # the pair is not one of a fleet (many clients in one rhythm: infrastructure), unless a reputation hit
             # (an operator's list, the shipped public-broker/dynamic-DNS list) or an anomalous topic says otherwise
+            # a fleet: at least fleet_min_clients clients, and half of them, or fleet_min_clients of them, in one
+            # rhythm (a fleet whose other members the stitcher saw as steady sessions, not beacons, is still one)
+            similar = np.rint(s["broker_similar_share"] * s["broker_clients"])
             fleet = (s["broker_clients"] >= p.fleet_min_clients) & \
-                (s["broker_similar_share"] >= p.fleet_similar_share)
+                ((s["broker_similar_share"] >= p.fleet_similar_share) | (similar >= p.fleet_min_clients))
             poller = (s["source_rhythm_brokers"] >= p.poller_min_brokers) | \
                 (s["source_site_brokers"] >= p.poller_min_brokers)
             beacon &= np.where(site, (s["broker_clients"] == 1) & ~poller, ~fleet | (rep >= 0) | topic)
@@ -579,7 +583,8 @@ class Detector:
                 "topic_score": tsc3[j],
             }
             nc, sh = pclients[j], pshare[j]
-            role = "lone" if nc == 1 else "fleet" if nc >= fleet_n and sh >= fleet_share else "shared"
+            role = "lone" if nc == 1 else "fleet" if nc >= fleet_n and (sh >= fleet_share or round(sh * nc) >= fleet_n) \
+                else "shared"
             evidence["direction"] = DIRECTIONS[dir_l[j]]
             evidence["broker_population"] = {
                 "clients": nc, "similar_rhythm_share": sh, "role": role, "source_brokers_in_rhythm": fanout[j],

@@ -107,8 +107,8 @@ def alert_ref(self, seg, s: dict, fired: dict, i: int, window_start: int) -> Ale
                   "long_share": round(float(y[YF["long_share"]]), 3), "total": int(y[YF["total_bytes"]])},
         "topic_score": round(float(s["topic_score"][i]), 3),
     }
-    role = "lone" if nc == 1 else "fleet" if nc >= p.fleet_min_clients and share >= p.fleet_similar_share \
-        else "shared"
+    role = "lone" if nc == 1 else "fleet" if nc >= p.fleet_min_clients and \
+        (share >= p.fleet_similar_share or round(share * nc) >= p.fleet_min_clients) else "shared"
     evidence["direction"] = direction
     fanout = int(s["source_rhythm_brokers"][i])
     evidence["broker_population"] = {"clients": nc, "similar_rhythm_share": round(share, 3), "role": role,
