@@ -97,7 +97,7 @@ def _continues(prev, cur, start_ns, end_ns, flags, sport, tcp, tol, max_gap, ta,
         return True  # flags not exported: a TCP 5-tuple is not reused by a new connection within max_gap
     if gap <= tol:
         return True
-    return ta > 0 and ((end_ns[prev] / 1e9) - (start_ns[prev] / 1e9)) >= share * ta
+    return ta > 0 and (_dur(start_ns, end_ns, prev)) >= share * ta
 
 
 @numba.njit(cache=True)
@@ -129,6 +129,12 @@ def _candidates_pair(start, end, flags, sport, lo, hi, tol, max_gap, dur_out):
                 dur_out[prev] = end[prev] - start[prev]
 
 
+@numba.njit(cache=True, inline="always")
+def _dur(start_ns, end_ns, i):
+    """Seconds record i lasts (as the stitcher has always computed it: each end point in seconds first)."""
+    return (end_ns[i] / 1e9) - (start_ns[i] / 1e9)
+
+
 @numba.njit(cache=True)
 def _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp, lo, hi, tol, max_gap, ta_fixed, share,
                  min_bytes, max_active_share, min_timeout, head, active, slices, pair_out, dur_out):
@@ -147,7 +153,7 @@ def _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp, lo, hi, t
             if sport[cur] == sport[prev] and flags[prev] != 0 and (flags[prev] & (TCP_FIN | TCP_RST)) == 0:
                 gap = (start_ns[cur] / 1e9) - (end_ns[prev] / 1e9)
                 if -tol <= gap <= max_gap:
-                    dur_out[prev] = (end_ns[prev] / 1e9) - (start_ns[prev] / 1e9)
+                    dur_out[prev] = _dur(start_ns, end_ns, prev)
     for k in range(n):
         cur = order[k]
         if head[cur] == cur:
@@ -162,7 +168,7 @@ def _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp, lo, hi, t
         for k in range(1, n):
             prev, cur = order[k - 1], order[k]
             if head[cur] == head[prev]:
-                longest = max(longest, (end_ns[prev] / 1e9) - (start_ns[prev] / 1e9))
+                longest = max(longest, _dur(start_ns, end_ns, prev))
                 seen += 1
         ta = longest if seen >= 2 and longest >= min_timeout else 0.0
     # the typical cut (median continued record of at least min_timeout): the longest one above is stretched by
@@ -173,7 +179,7 @@ def _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp, lo, hi, t
         m = 0
         for k in range(1, n):
             prev, cur = order[k - 1], order[k]
-            d = (end_ns[prev] / 1e9) - (start_ns[prev] / 1e9)
+            d = _dur(start_ns, end_ns, prev)
             if head[cur] == head[prev] and d >= min_timeout:
                 conts[m] = d
                 m += 1
@@ -200,7 +206,7 @@ def _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp, lo, hi, t
             e = order[q]
             if packets[e] > 0:
                 nlater += 1
-                if typical_cut > 0 and (end_ns[e] / 1e9) - (start_ns[e] / 1e9) >= share * typical_cut:
+                if typical_cut > 0 and _dur(start_ns, end_ns, e) >= share * typical_cut:
                     ncut += 1
         # the session's typical byte rate and how far slices wander from it by themselves (a publish more or less as
         # a slice's length and phase vary): a slice is a command only beyond three median absolute deviations
@@ -213,14 +219,14 @@ def _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp, lo, hi, t
             for q in range(k + 1, k + slices[h]):
                 e = order[q]
                 if packets[e] > 0:
-                    rates[j] = nbytes[e] / max((end_ns[e] / 1e9) - (start_ns[e] / 1e9), 1.0)
+                    rates[j] = nbytes[e] / max(_dur(start_ns, end_ns, e), 1.0)
                     j += 1
             rate = np.median(rates)
             j = 0
             for q in range(k + 1, k + slices[h]):
                 e = order[q]
                 if packets[e] > 0:
-                    rates[j] = nbytes[e] - rate * max((end_ns[e] / 1e9) - (start_ns[e] / 1e9), 1.0)
+                    rates[j] = nbytes[e] - rate * max(_dur(start_ns, end_ns, e), 1.0)
                     j += 1
             spread = 3.0 * np.median(np.abs(rates - np.median(rates)))
         cut = 0
@@ -229,7 +235,7 @@ def _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp, lo, hi, t
             e = order[q]
             if packets[e] > 0 and nbytes[e] - packets[e] * base >= min_bytes:
                 active[e] = True
-            if ta > 0 and (end_ns[e] / 1e9) - (start_ns[e] / 1e9) >= share * ta:
+            if ta > 0 and _dur(start_ns, end_ns, e) >= share * ta:
                 cut += 1
                 if active[e]:
                     cut_active += 1
@@ -238,10 +244,10 @@ def _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp, lo, hi, t
         steady = cut > 0 and cut_active > max_active_share * cut
         for q in range(k + 1, k + slices[h]):
             e = order[q]
-            is_cut = ta > 0 and (end_ns[e] / 1e9) - (start_ns[e] / 1e9) >= share * ta
+            is_cut = ta > 0 and _dur(start_ns, end_ns, e) >= share * ta
             if is_cut and steady:
                 active[e] = False
-            elif mostly_cut and nbytes[e] - rate * max((end_ns[e] / 1e9) - (start_ns[e] / 1e9), 1.0) < max(min_bytes,
+            elif mostly_cut and nbytes[e] - rate * max(_dur(start_ns, end_ns, e), 1.0) < max(min_bytes,
                                                                                                          spread):
                 active[e] = False
             if active[e]:
@@ -260,7 +266,7 @@ def _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp, lo, hi, t
         dead = 1e300
         for k in range(1, n):
             prev, cur = order[k - 1], order[k]
-            if head[cur] == head[prev] and not (ta > 0 and (end_ns[prev] / 1e9) - (start_ns[prev] / 1e9) >= share * ta):
+            if head[cur] == head[prev] and not (ta > 0 and _dur(start_ns, end_ns, prev) >= share * ta):
                 dead = min(dead, (start_ns[cur] / 1e9) - (start_ns[prev] / 1e9))
         if dead == 1e300:
             dead = 0.0
@@ -283,7 +289,7 @@ def _stitch_pair(start_ns, end_ns, nbytes, packets, flags, sport, tcp, lo, hi, t
         # times; they add nothing the connections do not already show
         for k in range(n):
             cur = order[k]
-            if active[cur] and ta > 0 and (end_ns[cur] / 1e9) - (start_ns[cur] / 1e9) >= share * ta:
+            if active[cur] and ta > 0 and _dur(start_ns, end_ns, cur) >= share * ta:
                 active[cur] = False
 
 

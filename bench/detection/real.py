@@ -189,7 +189,7 @@ def summarise(runs: list[dict], inputs: list[str], log=print) -> dict:
     summary = {}
     names = None
     for name in inputs:
-        rs = [r["inputs"][name] for r in runs if name in r["inputs"] and "failed" not in r["inputs"][name]]
+        rs = [r["inputs"][name] for r in runs if name in r["inputs"]]
         if not rs:
             continue
         names = names or [k for k in rs[0] if isinstance(rs[0][k], dict) and "recall" in rs[0][k]]
@@ -213,8 +213,7 @@ def summarise(runs: list[dict], inputs: list[str], log=print) -> dict:
                         fams[fname][k] += v
         summary[name] = {"totals": tot, "families": {k: dict(v) for k, v in fams.items()},
                          "limit_class": exporters.INPUTS[name].limit_class,
-                         "seeds": [r["seed"] for r in runs if name in r["inputs"] and "failed" not in r["inputs"][name]],
-                         "failed_seeds": [r["seed"] for r in runs if "failed" in r["inputs"].get(name, {})]}
+                         "seeds": [r["seed"] for r in runs if name in r["inputs"]]}
     log(f"\n{'input':<24}{'class':<12}{'seeds':>6}" + "".join(f"{n + ' recall':>22}{'FA/10k':>8}" for n in names))
     for name, s in summary.items():
         row = f"{name:<24}{s['limit_class']:<12}{len(s['seeds']):>6}"
@@ -265,7 +264,10 @@ def main(argv=None) -> int:
                     help="print the summary over the runs of earlier --json files (seeds run in parallel)")
     a = ap.parse_args(argv)
     if a.combine:
-        runs = [r for path in a.combine for r in json.loads(Path(path).read_text())["runs"]]
+        try:
+            runs = [r for path in a.combine for r in json.loads(Path(path).read_text())["runs"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            ap.error(f"--combine: not the JSON of a --json run ({type(exc).__name__}: {exc})")
         names = list(dict.fromkeys(n for r in runs for n in r["inputs"]))
         print(f"seeds {sorted(r['seed'] for r in runs)}")
         summary = summarise(runs, names)
